@@ -1,0 +1,1 @@
+"""The ``vl`` command line (installed as ``vlcore.cli``)."""

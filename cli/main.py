@@ -1,0 +1,8 @@
+import click
+
+@click.group()
+def cli():
+    """vl"""
+
+def main():
+    cli()

@@ -1,0 +1,1 @@
+"""Bundled vlcore plugins (installed as ``vlcore.plugins``)."""

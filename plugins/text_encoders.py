@@ -1,0 +1,2 @@
+"""placeholder"""
+from vlcore import hookimpl

@@ -1,0 +1,147 @@
+"""Datasets: images with several captions each, in named splits.
+
+A *pair* is (image, one of its captions).  A :class:`Split` holds the image ids, the captions of
+every image and a loader for the pixels; :func:`load_images` turns a split into a uint8 tensor at a
+chosen size (cached on disk).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .io import atomic_path, cache_dir, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """One split of a dataset."""
+
+    dataset: str
+    name: str
+    image_ids: list[str]
+    captions: list[list[str]]
+    #: ``loader(i)`` returns image ``i`` as an RGB ``PIL.Image``; raises DataError naming the file.
+    loader: Callable[[int], "object"] = field(repr=False)
+    #: identifies the exact content (source, ids, captions) for cache keys
+    source: str = ""
+
+    def __post_init__(self):
+        if len(self.image_ids) != len(self.captions):
+            raise DataError(f"{self.dataset}/{self.name}: {len(self.image_ids)} images but "
+                            f"{len(self.captions)} caption lists.")
+        if not self.image_ids:
+            raise DataError(f"{self.dataset}: split '{self.name}' is empty (no images). Check the "
+                            f"split file and the data folder ({self.source or 'unknown source'}).")
+        for iid, caps in zip(self.image_ids, self.captions):
+            if not caps:
+                raise DataError(f"{self.dataset}/{self.name}: image '{iid}' has no captions.")
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def num_pairs(self) -> int:
+        return sum(len(c) for c in self.captions)
+
+    def pairs(self) -> np.ndarray:
+        """(P, 2) int array of (image index, caption index), image-major."""
+        return np.array([(i, k) for i, caps in enumerate(self.captions) for k in range(len(caps))],
+                        dtype=np.int64).reshape(-1, 2)
+
+    def flat_captions(self) -> list[str]:
+        return [c for caps in self.captions for c in caps]
+
+    def caption_image(self) -> torch.Tensor:
+        """For each flat caption, the index of its image."""
+        return torch.as_tensor(self.pairs()[:, 0])
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.dataset, self.name, self.source, self.image_ids, self.captions)
+
+    def subset(self, n: int | None) -> "Split":
+        """The first ``n`` images (all when ``n`` is None)."""
+        if n is None or n >= self.num_images:
+            return self
+        loader = self.loader
+        return Split(self.dataset, self.name, self.image_ids[:n], self.captions[:n], loader,
+                     f"{self.source}[:{n}]")
+
+
+class Dataset:
+    """Base class of dataset components.
+
+    Subclasses set ``name``, a ``Config`` dataclass (with at least ``root`` and ``limit``) and
+    implement :meth:`load_split`.
+    """
+
+    name: ClassVar[str] = ""
+    #: the split used for evaluation during development when none is named
+    default_eval_split: ClassVar[str] = "dev"
+
+    def __init__(self, config):
+        self.config = config
+
+    def splits(self) -> list[str]:
+        raise NotImplementedError
+
+    def load_split(self, split: str) -> Split:
+        raise NotImplementedError
+
+    def split(self, split: str) -> Split:
+        """:meth:`load_split` with the name checked and ``config.limit`` applied."""
+        names = self.splits()
+        if split not in names:
+            from .errors import suggest
+            raise DataError(f"Dataset '{self.name}' has no split '{split}'.{suggest(split, names)} "
+                            f"Available: {', '.join(names)}.")
+        s = self.load_split(split)
+        return s.subset(getattr(self.config, "limit", None))
+
+
+def pil_to_uint8(img, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BICUBIC)
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def load_images(split: Split, size: int, *, progress: bool = False, use_cache: bool = True) -> torch.Tensor:
+    """All images of ``split`` as a (N, 3, size, size) uint8 tensor, cached on disk."""
+    from safetensors.torch import load_file, save_file
+
+    key = fingerprint("images", split.fingerprint, size)
+    path = cache_dir() / "images" / f"{split.dataset}-{split.name}-{size}px-{key}.safetensors"
+    if use_cache and path.exists():
+        try:
+            return load_file(str(path))["images"]
+        except Exception:  # a corrupt cache entry is rebuilt
+            log.warning("ignoring unreadable cache file %s", path)
+    out = torch.empty((split.num_images, 3, size, size), dtype=torch.uint8)
+    it = range(split.num_images)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc=f"loading {split.dataset}/{split.name} images", unit="img", leave=False)
+    for i in it:
+        out[i] = pil_to_uint8(split.loader(i), size)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({"images": out}, str(tmp))
+    return out
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [0, 1]; float input is returned as is."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images

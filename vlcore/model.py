@@ -1,0 +1,171 @@
+"""The CLIP-style dual encoder of Wu et al.: image encoder (+ optional head), frozen text encoder
+outputs through a trainable projection head, and the symmetric contrastive loss.
+
+The contrastive loss lives here and nowhere else: experts, the distillation inner loop and the
+evaluator all call :func:`contrastive_loss` with the same temperature (0.07), which fixes the
+public code's log(1/T) scaling bug by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+TEMPERATURE = 0.07
+
+#: mean / std for the usual ImageNet preprocessing
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """Symmetric InfoNCE with identity targets: pair i matches pair i.
+
+    Both sides are L2-normalised; logits are cosine similarities divided by ``temperature``.
+    """
+    img = F.normalize(img, dim=-1)
+    txt = F.normalize(txt, dim=-1)
+    logits = img @ txt.t() / temperature
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+class ImageEncoder(nn.Module):
+    """Base class of image encoder components.
+
+    ``forward`` takes images in [0, 1] (N, 3, H, W) and returns (N, feature_dim) features; it
+    applies the encoder's own normalisation (``mean``/``std``) first, so pixel-space synthetic
+    images work with any encoder.  Subclasses set ``name``, ``Config`` and build their network in
+    ``__init__(config, image_size)``.  ``lora_targets`` names the linear layers LoRA may adapt.
+    """
+
+    name: ClassVar[str] = ""
+    mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
+    std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
+    lora_targets: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config, image_size: int):
+        super().__init__()
+        self.config = config
+        self.image_size = image_size
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+
+    feature_dim: int = 0
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._mean) / self._std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of already-normalised images."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.normalise(x))
+
+
+class TextHead(nn.Module):
+    """REFERENCE.md's projection: p = Linear(d_txt -> d); LayerNorm(p + Dropout(Linear(GELU(p))))."""
+
+    def __init__(self, d_txt: int, d_out: int, dropout: float = 0.1):
+        super().__init__()
+        self.proj = nn.Linear(d_txt, d_out)
+        self.fc = nn.Linear(d_out, d_out)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_out)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        p = self.proj(t)
+        return self.norm(p + self.drop(self.fc(F.gelu(p))))
+
+
+@dataclass
+class ModelSpec:
+    """Everything that defines a model architecture; recorded in every artifact."""
+
+    encoder: str = "convnet"
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    text_encoder: str = "minilm"
+    text_options: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 32
+    trainable: Literal["full", "frozen"] = "full"
+    #: "auto": none for full training (as published), linear for a frozen backbone
+    image_head: Literal["auto", "none", "linear"] = "auto"
+    #: joint embedding size when there is an image head (0: 256)
+    embed_dim: int = 0
+    dropout: float = 0.1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def resolved_head(self) -> str:
+        if self.image_head == "auto":
+            return "linear" if self.trainable == "frozen" else "none"
+        return self.image_head
+
+
+class DualEncoder(nn.Module):
+    """Image encoder (+ head) and text head.  Trainable parameters are split per modality."""
+
+    IMG, TXT = "img", "txt"
+
+    def __init__(self, backbone: ImageEncoder, text_dim: int, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.backbone = backbone
+        head = spec.resolved_head()
+        if spec.trainable == "frozen" and head == "none":
+            raise ValueError("a frozen backbone needs an image head (image_head='linear'), or nothing "
+                             "on the image side would train")
+        if head == "linear":
+            d = spec.embed_dim or 256
+            self.image_head = nn.Linear(backbone.feature_dim, d)
+        else:
+            d = backbone.feature_dim
+            self.image_head = nn.Identity()
+        self.embed_dim = d
+        self.text_dim = text_dim
+        self.text_head = TextHead(text_dim, d, spec.dropout)
+        self.frozen = spec.trainable == "frozen"
+        if self.frozen:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+
+    # ----------------------------------------------------------------- forward
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def embed_image_features(self, f: torch.Tensor) -> torch.Tensor:
+        return self.image_head(f)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_image_features(self.image_features(x))
+
+    def encode_text(self, t: torch.Tensor) -> torch.Tensor:
+        return self.text_head(t)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()  # frozen BatchNorm statistics stay as pretrained
+        return self
+
+    # -------------------------------------------------------------- parameters
+    def modality_of(self, name: str) -> str:
+        return self.TXT if name.startswith("text_head.") else self.IMG
+
+    def trainable_named(self, modality: str | None = None) -> dict[str, nn.Parameter]:
+        """Trainable parameters by name, optionally of one modality ("img" or "txt")."""
+        return {n: p for n, p in self.named_parameters()
+                if p.requires_grad and (modality is None or self.modality_of(n) == modality)}
+
+    def num_trainable(self, modality: str | None = None) -> int:
+        return sum(p.numel() for p in self.trainable_named(modality).values())

@@ -1,0 +1,1 @@
+"""Fixtures and contract tests for vlcore components (usable by third-party plugins)."""
