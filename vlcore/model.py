@@ -91,12 +91,16 @@ class ModelSpec:
     text_encoder: str = "minilm"
     text_options: dict[str, Any] = field(default_factory=dict)
     image_size: int = 32
-    trainable: Literal["full", "frozen"] = "full"
+    #: full: all image-encoder weights train; frozen: only heads (backbone features can be cached);
+    #: lora: low-rank adapters on the encoder's ``lora_targets`` (plus heads) train
+    trainable: Literal["full", "frozen", "lora"] = "full"
     #: "auto": none for full training (as published), linear for a frozen backbone
     image_head: Literal["auto", "none", "linear"] = "auto"
     #: joint embedding size when there is an image head (0: 256)
     embed_dim: int = 0
     dropout: float = 0.1
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -138,8 +142,21 @@ class DualEncoder(nn.Module):
         if self.frozen:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
+        elif spec.trainable == "lora":
+            add_lora(self.backbone, spec)
 
     # ----------------------------------------------------------------- forward
+    def forward(self, images=None, text=None, features=None):
+        """(image embeddings, text embeddings) of whichever inputs are given; the entry point of
+        functional calls in the distillation unroll."""
+        img = None
+        if features is not None:
+            img = self.embed_image_features(features)
+        elif images is not None:
+            img = self.encode_image(images)
+        txt = self.encode_text(text) if text is not None else None
+        return img, txt
+
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
@@ -169,3 +186,20 @@ class DualEncoder(nn.Module):
 
     def num_trainable(self, modality: str | None = None) -> int:
         return sum(p.numel() for p in self.trainable_named(modality).values())
+
+
+def add_lora(backbone: ImageEncoder, spec: ModelSpec) -> None:
+    """Freeze the backbone and inject LoRA adapters (peft) into its ``lora_targets`` layers."""
+    targets = list(getattr(backbone, "lora_targets", ()) or ())
+    if not targets:
+        raise ValueError(f"image encoder '{backbone.name}' declares no lora_targets; LoRA matching needs "
+                         f"an encoder with attention/linear layers to adapt (e.g. 'vit')")
+    from peft import LoraConfig, inject_adapter_in_model
+
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    cfg = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0, target_modules=targets,
+                     bias="none")
+    inject_adapter_in_model(cfg, backbone)
+    for n, p in backbone.named_parameters():
+        p.requires_grad_("lora_" in n)

@@ -1,0 +1,47 @@
+"""Base classes of the algorithmic component kinds: distillers, coreset selectors, evaluators.
+
+(Image encoders, text encoders and datasets have theirs in ``model``, ``text`` and ``data``.)
+Every component class has a lowercase ``name``, a docstring whose first line is its help text, and
+a nested frozen dataclass ``Config``; it is built as ``cls(config)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class Component:
+    name: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Config:
+        pass
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+class Evaluator(Component):
+    """Base class: scores a pair set by training fresh models on it."""
+
+    def evaluate(self, train, eval_data, spec, **kwargs) -> dict[str, Any]:
+        """Train on ``train`` (PairData), test on ``eval_data`` (PairData); return metrics."""
+        raise NotImplementedError
+
+
+class Distiller(Component):
+    """Base class: synthesises a small pair set from a dataset (and expert trajectories)."""
+
+    def distill(self, ctx) -> Any:
+        raise NotImplementedError
+
+
+class Selector(Component):
+    """Base class: chooses a budget of real pairs (a coreset)."""
+
+    def select(self, ctx, budget: int, seed: int) -> Any:
+        raise NotImplementedError

@@ -1,0 +1,83 @@
+"""Image-text retrieval recall, as in REFERENCE.md.
+
+TR (image -> text) R@K: an image is a hit when *any* of its captions ranks in the top K.
+IR (text -> image) R@K: a caption is a hit when its own image ranks in the top K.
+Ties count against the model: an item is ranked behind every competitor whose score is equal to or
+higher than its own, so a collapsed model (all scores equal) scores chance level, not 100%.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+KS = (1, 5, 10)
+KEYS = tuple(f"{d}_r{k}" for d in ("tr", "ir") for k in KS)
+
+
+@torch.no_grad()
+def retrieval_ranks(img: torch.Tensor, txt: torch.Tensor, caption_image: torch.Tensor,
+                    chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based pessimistic ranks.
+
+    Returns ``(tr_rank, ir_rank)``: for each image, the number of *other images'* captions scoring
+    >= its best own caption; for each caption, the number of other images scoring >= its own image.
+    """
+    img = F.normalize(img.float(), dim=-1)
+    txt = F.normalize(txt.float(), dim=-1)
+    caption_image = caption_image.long().to(img.device)
+    n_img, n_txt = img.shape[0], txt.shape[0]
+    if caption_image.shape[0] != n_txt:
+        raise ValueError(f"caption_image has {caption_image.shape[0]} entries for {n_txt} captions")
+    if n_txt and int(caption_image.max()) >= n_img:
+        raise ValueError("caption_image refers to an image index beyond the number of images")
+    tr_rank = torch.empty(n_img, dtype=torch.long)
+    for s in range(0, n_img, chunk):
+        sim = img[s:s + chunk] @ txt.t()  # (c, n_txt)
+        rows = torch.arange(s, min(s + chunk, n_img), device=img.device)
+        own = caption_image.unsqueeze(0) == rows.unsqueeze(1)
+        best_own = sim.masked_fill(~own, float("-inf")).max(dim=1).values
+        tr_rank[s:s + chunk] = ((sim >= best_own.unsqueeze(1)) & ~own).sum(dim=1).cpu()
+    ir_rank = torch.empty(n_txt, dtype=torch.long)
+    for s in range(0, n_txt, chunk):
+        sim = txt[s:s + chunk] @ img.t()  # (c, n_img)
+        tgt = caption_image[s:s + chunk]
+        own_score = sim.gather(1, tgt.unsqueeze(1))
+        other = torch.ones_like(sim, dtype=torch.bool)
+        other.scatter_(1, tgt.unsqueeze(1), False)
+        ir_rank[s:s + chunk] = ((sim >= own_score) & other).sum(dim=1).cpu()
+    return tr_rank, ir_rank
+
+
+def recall_from_ranks(tr_rank: torch.Tensor, ir_rank: torch.Tensor, ks=KS) -> dict[str, float]:
+    out = {}
+    for k in ks:
+        out[f"tr_r{k}"] = 100.0 * (tr_rank < k).float().mean().item()
+    for k in ks:
+        out[f"ir_r{k}"] = 100.0 * (ir_rank < k).float().mean().item()
+    return out
+
+
+def retrieval_metrics(img: torch.Tensor, txt: torch.Tensor, caption_image: torch.Tensor) -> dict[str, float]:
+    """TR and IR R@1/5/10 in percent, plus ``rsum``."""
+    m = recall_from_ranks(*retrieval_ranks(img, txt, caption_image))
+    m["rsum"] = sum(m[k] for k in KEYS)
+    return m
+
+
+def recall_curve(tr_rank: torch.Tensor, ir_rank: torch.Tensor, max_k: int = 50) -> dict[str, list[float]]:
+    ks = list(range(1, max_k + 1))
+    return {"k": ks,
+            "tr": [100.0 * (tr_rank < k).float().mean().item() for k in ks],
+            "ir": [100.0 * (ir_rank < k).float().mean().item() for k in ks]}
+
+
+def aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and (population) std over seeds of each metric: keys ``x`` and ``x_std``."""
+    import statistics
+
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        vals = [r[key] for r in runs]
+        out[key] = statistics.fmean(vals)
+        out[f"{key}_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+    return out

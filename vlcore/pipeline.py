@@ -1,0 +1,157 @@
+"""The data path, in one direction:
+
+dataset -> frozen text encoder -> cached caption embeddings -> :class:`PairData` -> training /
+distillation / selection -> pair set -> evaluation.
+
+These helpers turn names and options into built components and cached tensors.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from .config import build_config
+from .data import Dataset, Split, load_images, to_float
+from .errors import IncompatibleError
+from .io import atomic_path, cache_dir, fingerprint
+from .model import DualEncoder, ImageEncoder, ModelSpec
+from .registry import PluginHost, get_host
+from .text import TextEncoder, embed_texts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PairData:
+    """Images and caption embeddings; pair ``p`` is (images[pair_image[p]], text[p]).
+
+    For a real split each image has several captions (several pairs); for a pair set
+    ``pair_image`` is ``arange(N)``.  ``images`` is uint8 or float in [0, 1].
+    """
+
+    images: torch.Tensor
+    text: torch.Tensor
+    pair_image: torch.Tensor
+    #: a string identifying the content, for feature caches (None: do not cache)
+    key: str | None = None
+    captions: list[str] | None = None
+    split: Split | None = None
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.text.shape[0])
+
+    @property
+    def num_images(self) -> int:
+        return int(self.images.shape[0])
+
+    def select(self, idx) -> "PairData":
+        """The pairs ``idx`` as a pair set (one image per pair)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        caps = [self.captions[i] for i in idx.tolist()] if self.captions is not None else None
+        return PairData(to_float(self.images[self.pair_image[idx]]), self.text[idx],
+                        torch.arange(len(idx)), None, caps, None)
+
+
+def _host(host: PluginHost | None) -> PluginHost:
+    return host or get_host()
+
+
+def build_dataset(name: str, root: str | None = None, limit: int | None = None,
+                  options: dict | None = None, host: PluginHost | None = None) -> Dataset:
+    opts = dict(options or {})
+    if root is not None:
+        opts["root"] = root
+    if limit is not None:
+        opts["limit"] = limit
+    return _host(host).create("dataset", name, opts)
+
+
+_TEXT_ENCODERS: dict[str, TextEncoder] = {}
+
+
+def build_text_encoder(spec: ModelSpec, host: PluginHost | None = None) -> TextEncoder:
+    """The spec's text encoder; one instance per process and configuration (it is frozen)."""
+    key = fingerprint(spec.text_encoder, spec.text_options)
+    if key not in _TEXT_ENCODERS:
+        _TEXT_ENCODERS[key] = _host(host).create("text_encoder", spec.text_encoder, spec.text_options)
+    return _TEXT_ENCODERS[key]
+
+
+def build_backbone(spec: ModelSpec, host: PluginHost | None = None) -> ImageEncoder:
+    cls = _host(host).get("image_encoder", spec.encoder)
+    cfg = build_config(cls.Config, spec.encoder_options, owner=f"image encoder '{cls.name}'")
+    return cls(cfg, image_size=spec.image_size)
+
+
+def build_model(spec: ModelSpec, text_dim: int, seed: int = 0, host: PluginHost | None = None,
+                device: str | torch.device = "cpu") -> DualEncoder:
+    """A fresh dual encoder: pretrained (or seeded random) backbone, seeded heads."""
+    torch.manual_seed(seed)
+    backbone = build_backbone(spec, host)
+    model = DualEncoder(backbone, text_dim, spec)
+    return model.to(device)
+
+
+def split_data(split: Split, spec: ModelSpec, text_encoder: TextEncoder, *, progress: bool = False) -> PairData:
+    """A real split as pair data: all images at the spec's size, every caption embedded."""
+    images = load_images(split, spec.image_size, progress=progress)
+    text = embed_texts(text_encoder, split.flat_captions(), progress=progress)
+    return PairData(images, text, split.caption_image(),
+                    key=fingerprint(split.fingerprint, spec.image_size),
+                    captions=split.flat_captions(), split=split)
+
+
+def backbone_key(spec: ModelSpec) -> str:
+    return fingerprint(spec.encoder, spec.encoder_options, spec.image_size)
+
+
+@torch.no_grad()
+def compute_features(backbone: ImageEncoder, images: torch.Tensor, *, batch_size: int = 128,
+                     device: str | torch.device = "cpu", progress: bool = False) -> torch.Tensor:
+    """Backbone features of ``images`` (eval mode, no gradient), on the CPU."""
+    was_training = backbone.training
+    backbone.eval()
+    out = []
+    it = range(0, images.shape[0], batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="backbone features", unit="batch", leave=False)
+    for s in it:
+        x = to_float(images[s:s + batch_size]).to(device)
+        out.append(backbone(x).float().cpu())
+    backbone.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, backbone.feature_dim)
+
+
+def cached_features(spec: ModelSpec, backbone: ImageEncoder, data: PairData, *, device="cpu",
+                    progress: bool = False) -> torch.Tensor:
+    """Frozen-backbone features of ``data.images``, cached on disk when ``data.key`` is set."""
+    from safetensors.torch import load_file, save_file
+
+    if data.key is None:
+        return compute_features(backbone, data.images, device=device, progress=progress)
+    path = cache_dir() / "features" / f"{spec.encoder}-{fingerprint(backbone_key(spec), data.key)}.safetensors"
+    if path.exists():
+        try:
+            feats = load_file(str(path))["features"]
+            if feats.shape == (data.num_images, backbone.feature_dim):
+                return feats
+        except Exception:
+            log.warning("ignoring unreadable cache file %s", path)
+    feats = compute_features(backbone, data.images, device=device, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"features": feats.contiguous()}, str(tmp))
+    return feats
+
+
+def check_text_dim(where: str, got: int, text_encoder: TextEncoder, spec: ModelSpec) -> None:
+    if got != text_encoder.dim:
+        raise IncompatibleError(
+            f"{where} holds {got}-d text embeddings but text encoder '{spec.text_encoder}' gives "
+            f"{text_encoder.dim}-d ones. Use the text encoder the artifact was made with "
+            f"(--text-encoder), or rebuild the artifact.")

@@ -1,0 +1,220 @@
+"""Stage 1: expert trajectories.
+
+A *buffer* is a folder:
+
+    index.json                 format, model spec, text dim, per-modality parameter names and
+                               shapes, dataset, expert config, base seed, versions, finished experts
+    expert_000.safetensors     for every epoch e = 0..T: ``img.e`` and ``txt.e``, the flat vector of
+                               that modality's trainable parameters after epoch e (e = 0: the start)
+
+Each expert file is written atomically, so an interrupted run resumes at the next unfinished
+expert.  Experts are independent and can be trained in parallel worker processes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import DataError, IncompatibleError
+from .io import atomic_path, read_json, versions, write_json
+from .model import DualEncoder, ModelSpec
+from .pipeline import PairData, build_backbone, build_model, cached_features
+from .train import TrainConfig, train_model
+
+log = logging.getLogger(__name__)
+
+FORMAT = "vlcore.buffer/1"
+MODALITIES = ("img", "txt")
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    num_experts: int = 5
+    epochs: int = 10
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    seed: int = 0
+
+
+def flat(model: DualEncoder, modality: str) -> torch.Tensor:
+    ps = list(model.trainable_named(modality).values())
+    if not ps:
+        return torch.empty(0)
+    return torch.cat([p.detach().reshape(-1).float().cpu() for p in ps])
+
+
+def param_layout(model: DualEncoder) -> dict[str, list[list]]:
+    """modality -> [[name, shape], ...] in flattening order."""
+    return {m: [[n, list(p.shape)] for n, p in model.trainable_named(m).items()] for m in MODALITIES}
+
+
+def unflatten(vec: torch.Tensor, layout: list[list]) -> dict[str, torch.Tensor]:
+    out, off = {}, 0
+    for name, shape in layout:
+        n = 1
+        for s in shape:
+            n *= s
+        out[name] = vec[off:off + n].view(*shape)
+        off += n
+    if off != vec.numel():
+        raise IncompatibleError(f"parameter vector has {vec.numel()} values, layout needs {off}")
+    return out
+
+
+def _spec_for_compare(spec: dict) -> dict:
+    d = dict(spec)
+    d.pop("dropout", None)
+    return d
+
+
+def train_one_expert(spec: ModelSpec, data: PairData, cfg: ExpertConfig, index: int, path: Path,
+                     features: torch.Tensor | None, device: str = "cpu") -> Path:
+    """Train expert ``index`` and write its trajectory file atomically."""
+    from safetensors.torch import save_file
+
+    seed = cfg.seed + 1000 * index
+    model = build_model(spec, int(data.text.shape[1]), seed=seed, device=device)
+    snaps: dict[str, torch.Tensor] = {}
+
+    def on_epoch(e, m):
+        for mod in MODALITIES:
+            v = flat(m, mod)
+            if v.numel():
+                snaps[f"{mod}.{e}"] = v.clone()
+
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr_img=cfg.lr, lr_txt=cfg.lr,
+                       momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    train_model(model, data, tcfg, seed=seed, features=features, device=device, on_epoch=on_epoch)
+    with atomic_path(path) as tmp:
+        save_file(snaps, str(tmp), metadata={"expert": str(index), "seed": str(seed), "epochs": str(cfg.epochs)})
+    return path
+
+
+def _worker(args):
+    spec_d, data, cfg_d, index, path, features, device, threads = args
+    torch.set_num_threads(threads)
+    train_one_expert(ModelSpec.from_dict(spec_d), data, ExpertConfig(**cfg_d), index, Path(path), features, device)
+    return index
+
+
+class Buffer:
+    """A folder of expert trajectories."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not (self.path / "index.json").exists():
+            raise DataError(f"'{self.path}' is not an expert buffer (no index.json). Create one with "
+                            f"`vl experts ... --out {self.path}`.")
+        self.index = read_json(self.path / "index.json")
+        if self.index.get("format") != FORMAT:
+            raise DataError(f"{self.path / 'index.json'}: format {self.index.get('format')!r}, expected {FORMAT!r}.")
+        self.spec = ModelSpec.from_dict(self.index["spec"])
+        self.layout: dict[str, list[list]] = self.index["layout"]
+        self.epochs: int = int(self.index["expert"]["epochs"])
+
+    def expert_files(self) -> list[Path]:
+        return sorted(self.path.glob("expert_*.safetensors"))
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.expert_files())
+
+    def load(self, i: int) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        files = self.expert_files()
+        if not files:
+            raise DataError(f"Buffer '{self.path}' holds no finished expert yet. Run `vl experts` (it resumes).")
+        return load_file(str(files[i]))
+
+    def params(self, expert: dict[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
+        """Named parameters of both modalities at ``epoch``."""
+        out = {}
+        for m in MODALITIES:
+            key = f"{m}.{epoch}"
+            if key in expert:
+                out.update(unflatten(expert[key], self.layout[m]))
+        return out
+
+    def check_compatible(self, spec: ModelSpec, text_dim: int, model: DualEncoder | None = None) -> None:
+        """Refuse a buffer that does not fit ``spec``: say what differs."""
+        want, have = _spec_for_compare(spec.as_dict()), _spec_for_compare(self.index["spec"])
+        diffs = [f"{k}: buffer has {have.get(k)!r}, asked for {want.get(k)!r}"
+                 for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+        if int(self.index["text_dim"]) != int(text_dim):
+            diffs.append(f"text dim: buffer has {self.index['text_dim']}, the text encoder gives {text_dim}")
+        if model is not None and not diffs:
+            lay = param_layout(model)
+            if lay != self.layout:
+                diffs.append("trainable parameter names/shapes differ from the model built now")
+        if diffs:
+            raise IncompatibleError(
+                f"Expert buffer '{self.path}' does not fit the model asked for:\n  " + "\n  ".join(diffs) +
+                "\nDistil with the buffer's settings (omit --encoder/--text-encoder/--image-size to use them), "
+                "or train a matching buffer with `vl experts`.")
+
+
+def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str | os.PathLike, *,
+                  dataset_info: dict, device: str = "cpu", workers: int = 1,
+                  progress: Callable[[int], None] | None = None) -> Buffer:
+    """Train ``cfg.num_experts`` experts into the buffer ``out``, skipping finished ones."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text_dim = int(data.text.shape[1])
+    probe = build_model(spec, text_dim, seed=cfg.seed)
+    layout = param_layout(probe)
+    index = {"format": FORMAT, "spec": spec.as_dict(), "text_dim": text_dim, "layout": layout,
+             "num_params": {m: sum(_numel(s) for _, s in layout[m]) for m in MODALITIES},
+             "dataset": dataset_info, "expert": asdict(cfg), "versions": versions()}
+    idx_path = out / "index.json"
+    if idx_path.exists():
+        old = read_json(idx_path)
+        same = (old.get("spec") == index["spec"] and old.get("layout") == layout and old.get("text_dim") == text_dim
+                and {k: v for k, v in old.get("expert", {}).items() if k != "num_experts"}
+                == {k: v for k, v in index["expert"].items() if k != "num_experts"}
+                and old.get("dataset", {}).get("fingerprint") == dataset_info.get("fingerprint"))
+        if not same:
+            raise IncompatibleError(f"'{out}' already holds a buffer made with other settings (model, data or "
+                                    f"expert config). Choose another --out or delete it.")
+    write_json(idx_path, index)
+    features = None
+    if spec.trainable == "frozen":
+        features = cached_features(spec, build_backbone(spec).to(device), data, device=device, progress=True)
+    todo = [i for i in range(cfg.num_experts) if not (out / f"expert_{i:03d}.safetensors").exists()]
+    done = cfg.num_experts - len(todo)
+    if progress and done:
+        progress(done)
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            train_one_expert(spec, data, cfg, i, out / f"expert_{i:03d}.safetensors", features, device)
+            if progress:
+                progress(1)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        import torch.multiprocessing  # noqa: F401  (shares tensors with workers)
+
+        threads = max(1, torch.get_num_threads() // workers)
+        jobs = [(spec.as_dict(), data, asdict(cfg), i, str(out / f"expert_{i:03d}.safetensors"), features, device,
+                 threads) for i in todo]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+            for fut in as_completed([ex.submit(_worker, j) for j in jobs]):
+                fut.result()
+                if progress:
+                    progress(1)
+    return Buffer(out)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
