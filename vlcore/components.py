@@ -7,6 +7,7 @@ a nested frozen dataclass ``Config``; it is built as ``cls(config)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -33,10 +34,29 @@ class Evaluator(Component):
         raise NotImplementedError
 
 
+@dataclass
+class DistillContext:
+    """What a distiller gets from ``vl distill``."""
+
+    spec: Any                      # ModelSpec (the buffer's)
+    buffer: Any                    # vlcore.trajectories.Buffer
+    train: Any                # the real training split (images, caption embeddings, captions)
+    out: Path
+    eval_data: Any | None = None   # the dev split for periodic evaluation (never test)
+    dataset_info: dict | None = None
+    device: str = "cpu"
+    seed: int = 0
+    resume: bool = False
+    host: Any = None
+    progress: bool = True
+    eval_options: dict | None = None
+
+
 class Distiller(Component):
     """Base class: synthesises a small pair set from a dataset (and expert trajectories)."""
 
-    def distill(self, ctx) -> Any:
+    def distill(self, ctx: DistillContext) -> Any:
+        """Return a :class:`vlcore.pairset.PairSet` (also saved into ``ctx.out``)."""
         raise NotImplementedError
 
 
