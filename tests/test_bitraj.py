@@ -1,0 +1,141 @@
+"""The bitraj distiller end to end on tiny data: resume, non-finite guard, buffer checks, outputs."""
+import math
+
+import pytest
+import torch
+
+from vlcore.components import DistillContext
+from vlcore.errors import IncompatibleError
+from vlcore.model import ModelSpec
+from vlcore.pairset import PairSet
+from vlcore.pipeline import build_dataset, build_text_encoder, split_data
+from vlcore.registry import PluginHost
+from vlcore.trajectories import Buffer, ExpertConfig, train_experts
+
+SPEC = ModelSpec(encoder="convnet", encoder_options={"width": 8, "depth": 2}, image_size=16, trainable="full")
+
+
+@pytest.fixture(scope="module")
+def host():
+    return PluginHost()
+
+
+@pytest.fixture(scope="module")
+def data(host):
+    ds = build_dataset("embedded", options={"num_train": 40, "num_dev": 20, "image_size": 32}, host=host)
+    te = build_text_encoder(SPEC, host)
+    return split_data(ds.split("train"), SPEC, te), split_data(ds.split("dev"), SPEC, te)
+
+
+@pytest.fixture(scope="module")
+def buffer(tmp_path_factory, data):
+    out = tmp_path_factory.mktemp("buf") / "buffer"
+    cfg = ExpertConfig(num_experts=2, epochs=3, batch_size=32)
+    return train_experts(SPEC, data[0], cfg, out, dataset_info={"name": "embedded", "fingerprint": "x"})
+
+
+def make(host, **opts):
+    base = dict(pairs=8, iterations=6, syn_steps=3, expert_epochs=1, max_start_epoch=2, checkpoint_every=2,
+                lr_images=10.0, lr_text=10.0)
+    base.update(opts)
+    return host.create("distiller", "bitraj", base)
+
+
+def ctx(buffer, data, out, host, **kw):
+    return DistillContext(spec=SPEC, buffer=buffer, train=data[0], out=out, host=host, progress=False, **kw)
+
+
+def test_buffer_layout_and_resume(buffer, data, tmp_path):
+    assert buffer.num_experts == 2 and buffer.epochs == 3
+    ex = buffer.load(0)
+    assert {f"img.{e}" for e in range(4)} | {f"txt.{e}" for e in range(4)} == set(ex)
+    assert not torch.equal(ex["img.0"], ex["img.3"])  # it trained
+    # re-running with more experts resumes: the finished ones are kept byte for byte
+    before = (buffer.path / "expert_000.safetensors").read_bytes()
+    buf2 = train_experts(SPEC, data[0], ExpertConfig(num_experts=3, epochs=3, batch_size=32), buffer.path,
+                         dataset_info={"name": "embedded", "fingerprint": "x"})
+    assert buf2.num_experts == 3
+    assert (buffer.path / "expert_000.safetensors").read_bytes() == before
+    with pytest.raises(IncompatibleError, match="other settings"):
+        train_experts(SPEC, data[0], ExpertConfig(num_experts=1, epochs=2, batch_size=32), buffer.path,
+                      dataset_info={"name": "embedded", "fingerprint": "x"})
+
+
+def test_distill_outputs_artifact(buffer, data, tmp_path, host):
+    out = tmp_path / "ps"
+    ps = make(host).distill(ctx(buffer, data, out, host, eval_data=data[1], eval_options={"seeds": 1, "epochs": 2}))
+    loaded = PairSet.load(out)
+    assert len(loaded) == 8 and loaded.images.shape == (8, 3, 16, 16) and loaded.text.shape[1] == 384
+    assert loaded.meta["kind"] == "distilled" and loaded.meta["config"]["syn_steps"] == 3
+    assert loaded.lr_img > 0 and loaded.lr_txt > 0
+    assert len(loaded.source_ids) == 8 and all(c in data[0].captions for c in loaded.captions)
+    assert (out / "grid.png").exists() and (out / "loss.png").exists() and (out / "dev_recall.png").exists()
+    assert PairSet.load(out / "best").meta["selected"]["by"] == "dev rsum"
+    init = data[0].images[data[0].pair_image[torch.tensor(0)]]  # noqa: F841 (shape sanity)
+    assert not torch.equal(ps.images, torch.zeros_like(ps.images))
+
+
+def test_resume_reaches_the_same_result(buffer, data, tmp_path, host, monkeypatch):
+    full = make(host).distill(ctx(buffer, data, tmp_path / "a", host))
+    import vlcore.plugins.bitraj as bt
+
+    real_unroll, calls = bt.unroll, {"n": 0}
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_unroll(*a, **k)
+
+    monkeypatch.setattr(bt, "unroll", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        make(host).distill(ctx(buffer, data, tmp_path / "b", host))
+    monkeypatch.setattr(bt, "unroll", real_unroll)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["iteration"] == 4
+    resumed = make(host).distill(ctx(buffer, data, tmp_path / "b", host, resume=True))
+    torch.testing.assert_close(resumed.images, full.images, rtol=0, atol=0)
+    torch.testing.assert_close(resumed.text, full.text, rtol=0, atol=0)
+    assert resumed.lr_img == full.lr_img and resumed.lr_txt == full.lr_txt
+
+
+def test_non_finite_iterations_are_skipped_then_stop(buffer, data, tmp_path, host, monkeypatch):
+    import vlcore.plugins.bitraj as bt
+
+    real = bt.trajectory_loss
+    state = {"n": 0}
+
+    def sometimes_nan(*a, **k):
+        state["n"] += 1
+        loss, parts = real(*a, **k)
+        return (loss * float("nan"), parts) if state["n"] in (2,) or state["n"] >= 4 else (loss, parts)
+
+    monkeypatch.setattr(bt, "trajectory_loss", sometimes_nan)
+    d = make(host, iterations=20, max_failures=3)
+    with pytest.raises(bt.NonFiniteError, match="last good set saved"):
+        d.distill(ctx(buffer, data, tmp_path / "n", host))
+    saved = PairSet.load(tmp_path / "n")
+    assert torch.isfinite(saved.images).all() and torch.isfinite(saved.text).all()
+    assert math.isfinite(saved.lr_img)
+    # iterations 1 and 3 were applied, 2 skipped, 4-6 failed -> stop after the 3rd failure in a row
+    assert saved.meta["history"]["iteration"] == [1, 3]
+
+
+def test_buffer_mismatch_is_refused(buffer, data, tmp_path, host):
+    other = ModelSpec(encoder="convnet", encoder_options={"width": 16, "depth": 2}, image_size=16, trainable="full")
+    with pytest.raises(IncompatibleError, match="encoder_options"):
+        buffer.check_compatible(other, 384)
+    with pytest.raises(IncompatibleError, match="text dim"):
+        buffer.check_compatible(SPEC, 768)
+
+
+def test_one_modality_only_keeps_the_other_real(buffer, data, tmp_path, host):
+    ps = make(host, distill_text=False, iterations=2).distill(ctx(buffer, data, tmp_path / "i", host))
+    idx = [data[0].captions.index(c) for c in ps.captions]  # real text: nearest caption is itself
+    torch.testing.assert_close(ps.text, data[0].text[idx])
+
+
+def test_start_epoch_bounds_checked(buffer, data, tmp_path, host):
+    from vlcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 4 epochs"):
+        make(host, max_start_epoch=3, expert_epochs=2).distill(ctx(buffer, data, tmp_path / "x", host))
