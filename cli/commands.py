@@ -131,6 +131,8 @@ def eval_cmd(pairset, dataset, data_dir, limit, dataset_opts, encoder, encoder_o
     dopts = parse_kv(dataset_opts, "--dataset-option")
     if not dopts and dataset == src.get("name"):
         dopts = dict(src.get("options") or {})
+    if limit is None and dataset == src.get("name"):
+        limit = src.get("limit")
     evald = load_split_data(dataset, data_dir, limit, dopts, split, spec)
     opts = parse_kv(eval_opts, "--eval-option")
     opts.setdefault("seeds", seeds)

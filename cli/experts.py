@@ -25,7 +25,10 @@ def dataset_info(dataset, data_dir, limit, dopts, data) -> dict:
 @model_options()
 @click.option("--num-experts", type=int, default=5, show_default=True)
 @click.option("--epochs", type=int, default=10, show_default=True, help="Epochs per expert (parameters saved after each).")
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Expert SGD learning rate.")
+@click.option("--lr", type=float, default=None,
+              help="Expert SGD learning rate. Default 0.1 (the paper's) when backbone weights train (full, lora); "
+                   "0.01 for a frozen backbone, whose heads converge within one epoch at 0.1 so that later epochs "
+                   "are SGD noise with nothing to match (see benchmarks/RESULTS.md).")
 @click.option("--momentum", type=float, default=0.0, show_default=True)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
@@ -47,6 +50,8 @@ def experts_cmd(dataset, data_dir, limit, dataset_opts, encoder, encoder_opts, p
                      image_head, embed_dim)
     dopts = parse_kv(dataset_opts, "--dataset-option")
     data = load_split_data(dataset, data_dir, limit, dopts, "train", spec)
+    if lr is None:
+        lr = 0.01 if spec.trainable == "frozen" else 0.1
     cfg = ExpertConfig(num_experts=num_experts, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
                        batch_size=batch_size, seed=seed)
     t0 = time.time()

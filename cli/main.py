@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import click
@@ -9,19 +10,57 @@ import click
 from vlcore import __version__
 from vlcore.registry import KINDS, get_host, normalise_kind
 
-from .options import handle_errors, installed, setup_logging
+from .options import handle_errors, installed, registry_problem, setup_logging
+
+
+class VLHelpFormatter(click.HelpFormatter):
+    """Never wraps a line at a hyphen inside a word, so component names (``effnet-lite0``) and
+    flags (``--no-unique-images``) stay whole in the help, ready to copy."""
+
+    _HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
+    _KEEP = "\u2011"  # a non-breaking hyphen stands in while click wraps, then is put back
+
+    def _restore(self, start: int) -> None:
+        self.buffer[start:] = [s.replace(self._KEEP, "-") for s in self.buffer[start:]]
+
+    def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:
+        start = len(self.buffer)
+        super().write_dl([(a, self._HYPHEN.sub(self._KEEP, b)) for a, b in rows], col_max, col_spacing)
+        self._restore(start)
+
+    def write_text(self, text: str) -> None:
+        start = len(self.buffer)
+        super().write_text(self._HYPHEN.sub(self._KEEP, text))
+        self._restore(start)
+
+
+class VLContext(click.Context):
+    formatter_class = VLHelpFormatter
+
+
+class VLCommand(click.Command):
+    context_class = VLContext
 
 
 class VLGroup(click.Group):
     """Adds the installed components to ``vl --help``."""
 
+    context_class = VLContext
+    command_class = VLCommand
+    group_class = type  # subgroups are VLGroups too
+
     def format_epilog(self, ctx, formatter):
         with formatter.section("Installed components"):
-            rows = []
-            for kind in KINDS:
-                names = installed(kind)
-                rows.append((kind.replace("_", " ") + "s", ", ".join(names) or "(none)"))
-            formatter.write_dl(rows)
+            problem = registry_problem()
+            if problem:
+                formatter.write_text(f"(cannot be listed: {problem}) Run `vl plugins`, or set VL_LOAD_PLUGINS "
+                                     f"to the packages to load (e.g. VL_LOAD_PLUGINS=vlcore).")
+            else:
+                rows = []
+                for kind in KINDS:
+                    names = installed(kind)
+                    rows.append((kind.replace("_", " ") + "s", ", ".join(names) or "(none)"))
+                formatter.write_dl(rows)
         formatter.write_paragraph()
         formatter.write_text("Start with `vl demo` (no flags, no download). `vl COMMAND --help` for details.")
 
@@ -92,7 +131,7 @@ def list_cmd(kind, as_json):
 def _add_commands():
     from . import commands  # noqa: F401  (defines train / eval / demo on `cli`)
 
-    for mod in ("experts", "distill", "coreset"):
+    for mod in ("experts", "distill", "coreset", "demo"):
         try:
             __import__(f"{__package__}.{mod}")
         except ModuleNotFoundError as exc:

@@ -24,18 +24,56 @@ def installed(kind: str) -> list[str]:
         return []
 
 
+def registry_problem() -> str | None:
+    """Why the installed components cannot be listed (a broken plugin), or None."""
+    try:
+        get_host().registry
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def installed_listing(kind: str) -> str:
+    """" Installed: a, b." for help texts, read from the registry when the help is shown."""
+    names = installed(kind)
+    if names:
+        return f" Installed: {', '.join(names)}."
+    problem = registry_problem()
+    if problem:
+        return f" (Installed components cannot be listed: {problem.splitlines()[0]})"
+    return " Installed: (none)."
+
+
 def _complete(kind: str):
     def complete(ctx, param, incomplete):
         return [click.shell_completion.CompletionItem(n) for n in installed(kind) if n.startswith(incomplete)]
     return complete
 
 
+class ComponentOption(click.Option):
+    """An option naming a registered component of ``kind``: its help lists the installed
+    components when the help is rendered (so plugins registered after import show up too), and
+    shell completion offers them."""
+
+    def __init__(self, *args, kind: str, **kw):
+        kw.setdefault("shell_complete", _complete(kind))
+        kw.setdefault("metavar", "NAME")
+        super().__init__(*args, **kw)
+        self.component_kind = kind
+
+    def get_help_record(self, ctx):
+        base = self.help
+        self.help = (base or "") + installed_listing(self.component_kind)
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = base
+
+
 def component_option(flag: str, kind: str, default: str | None, help: str, **kw):
     """An option naming a registered component; help lists the installed ones."""
-    names = installed(kind)
-    listing = f" Installed: {', '.join(names)}." if names else ""
-    return click.option(flag, default=default, show_default=default is not None, metavar="NAME",
-                        help=help + listing, shell_complete=_complete(kind), **kw)
+    return click.option(flag, cls=ComponentOption, kind=kind, default=default, show_default=default is not None,
+                        help=help, **kw)
 
 
 def parse_kv(items: tuple[str, ...], what: str) -> dict[str, Any]:

@@ -54,10 +54,10 @@ class BiTrajectory(Distiller):
         #: learning rates of the synthetic images (pixels in [0, 1]) and text embeddings
         lr_images: float = 100.0
         lr_text: float = 100.0
-        #: learning rate of the learnable step sizes
+        #: learning rate of the learnable step sizes (they are learned as log(lr))
         lr_lr: float = 1e-2
-        #: initial student step sizes (image side, text side)
-        lr_init: float = 0.1
+        #: initial student step size (both sides); 0 = the experts' learning rate (as MTT does)
+        lr_init: float = 0.0
         momentum: float = 0.5
         init_images: Literal["real", "noise"] = "real"
         init_text: Literal["real", "noise"] = "real"
@@ -138,7 +138,9 @@ class BiTrajectory(Distiller):
         out = Path(ctx.out)
         out.mkdir(parents=True, exist_ok=True)
         ckpt_path = out / "checkpoint.pt"
-        run_key = fingerprint(asdict(c), spec.as_dict(), str(Path(buf.path).resolve()), ctx.seed,
+        # what must not change across a resume (iterations may grow: resuming can extend a run)
+        volatile = ("iterations", "eval_every", "checkpoint_every", "max_failures")
+        run_key = fingerprint({k: v for k, v in asdict(c).items() if k not in volatile}, spec.as_dict(), str(Path(buf.path).resolve()), ctx.seed,
                               (ctx.dataset_info or {}).get("fingerprint"))
 
         g = torch.Generator().manual_seed(ctx.seed)
@@ -147,15 +149,17 @@ class BiTrajectory(Distiller):
         init_images = images.clone()
         syn_img = images.to(dev).requires_grad_(c.distill_images)
         syn_txt = text.to(dev).requires_grad_(c.distill_text)
-        lr_img = torch.tensor(c.lr_init, device=dev).requires_grad_(c.learn_lr)
-        lr_txt = torch.tensor(c.lr_init, device=dev).requires_grad_(c.learn_lr)
+        lr0 = c.lr_init or float(buf.index["expert"]["lr"])
+        # step sizes are learned in log space: always positive, and lr_lr is a relative rate
+        log_lr_img = torch.tensor(math.log(lr0), device=dev).requires_grad_(c.learn_lr)
+        log_lr_txt = torch.tensor(math.log(lr0), device=dev).requires_grad_(c.learn_lr)
         opts = {}
         if c.distill_images:
             opts["images"] = torch.optim.SGD([syn_img], lr=c.lr_images, momentum=c.momentum)
         if c.distill_text:
             opts["text"] = torch.optim.SGD([syn_txt], lr=c.lr_text, momentum=c.momentum)
         if c.learn_lr:
-            opts["lr"] = torch.optim.SGD([lr_img, lr_txt], lr=c.lr_lr, momentum=c.momentum)
+            opts["lr"] = torch.optim.SGD([log_lr_img, log_lr_txt], lr=c.lr_lr, momentum=c.momentum)
         history: dict[str, list] = {"iteration": [], "loss": [], "img": [], "txt": [], "lr_img": [], "lr_txt": [],
                                     "eval": []}
         start_it, failures, best = 0, 0, None
@@ -167,7 +171,7 @@ class BiTrajectory(Distiller):
                                         f"model or seed); resume with the same command, or choose another --out.")
             with torch.no_grad():
                 syn_img.copy_(ck["images"]); syn_txt.copy_(ck["text"])
-                lr_img.copy_(ck["lr_img"]); lr_txt.copy_(ck["lr_txt"])
+                log_lr_img.copy_(ck["log_lr_img"]); log_lr_txt.copy_(ck["log_lr_txt"])
             for k, o in opts.items():
                 o.load_state_dict(ck["opt"][k])
             g.set_state(ck["gen"])
@@ -188,11 +192,12 @@ class BiTrajectory(Distiller):
             return experts[i]
 
         def snapshot() -> PairSet:
-            return self._pairset(ctx, syn_img, syn_txt, lr_img, lr_txt, ids, history)
+            return self._pairset(ctx, syn_img, syn_txt, log_lr_img.exp(), log_lr_txt.exp(), ids, history)
 
         def save_ckpt(it):
             state = {"run_key": run_key, "iteration": it, "images": syn_img.detach().cpu(),
-                     "text": syn_txt.detach().cpu(), "lr_img": lr_img.detach().cpu(), "lr_txt": lr_txt.detach().cpu(),
+                     "text": syn_txt.detach().cpu(), "log_lr_img": log_lr_img.detach().cpu(),
+                     "log_lr_txt": log_lr_txt.detach().cpu(),
                      "opt": {k: o.state_dict() for k, o in opts.items()}, "gen": g.get_state(),
                      "rng": torch.get_rng_state(), "failures": failures, "best": best, "history": history,
                      "init_images": init_images, "ids": ids}
@@ -220,7 +225,6 @@ class BiTrajectory(Distiller):
             bar = tqdm(total=c.iterations, initial=start_it, desc=f"{self.name} {c.pairs} pairs", unit="it")
         n = c.pairs
         bs = c.batch_syn or n
-        lr_of = {"img": lr_img, "txt": lr_txt}
         t_start = time.time()
         for it in range(start_it, c.iterations):
             e = int(torch.randint(buf.num_experts, (1,), generator=g))
@@ -236,13 +240,14 @@ class BiTrajectory(Distiller):
             start = {k: v.to(dev) for k, v in buf.params(ex, s).items()}
             target = {k: v.to(dev) for k, v in buf.params(ex, s + c.expert_epochs).items()}
             student0 = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+            lr_of = {"img": log_lr_img.exp(), "txt": log_lr_txt.exp()}
             if model.frozen:
                 feats = model.image_features(syn_img)
                 final = unroll(forward, student0, modality, lr=lr_of, text=syn_txt, batches=batches, features=feats)
             else:
                 final = unroll(forward, student0, modality, lr=lr_of, text=syn_txt, batches=batches, images=syn_img)
             loss, parts = trajectory_loss(final, start, target, modality)
-            leaves = [t for t in (syn_img, syn_txt, lr_img, lr_txt) if t.requires_grad]
+            leaves = [t for t in (syn_img, syn_txt, log_lr_img, log_lr_txt) if t.requires_grad]
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             finite = math.isfinite(loss.item()) and all(gr is None or bool(torch.isfinite(gr).all()) for gr in grads)
             if not finite:
@@ -264,19 +269,18 @@ class BiTrajectory(Distiller):
             for o in opts.values():
                 o.step()
                 o.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                lr_img.clamp_(min=1e-6)
-                lr_txt.clamp_(min=1e-6)
-                if c.clamp_images:
+            if c.clamp_images:
+                with torch.no_grad():
                     syn_img.clamp_(0, 1)
             history["iteration"].append(it + 1)
             history["loss"].append(loss.item())
             history["img"].append(parts.get("img", float("nan")))
             history["txt"].append(parts.get("txt", float("nan")))
-            history["lr_img"].append(lr_img.item())
-            history["lr_txt"].append(lr_txt.item())
+            history["lr_img"].append(math.exp(log_lr_img.item()))
+            history["lr_txt"].append(math.exp(log_lr_txt.item()))
             if bar:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr_img=f"{lr_img.item():.3g}", lr_txt=f"{lr_txt.item():.3g}")
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr_img=f"{history['lr_img'][-1]:.3g}",
+                                lr_txt=f"{history['lr_txt'][-1]:.3g}")
                 bar.update(1)
             done = it + 1
             if c.eval_every and done % c.eval_every == 0 and done < c.iterations:

@@ -6,7 +6,7 @@ a nested frozen dataclass ``Config``; it is built as ``cls(config)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,8 +60,31 @@ class Distiller(Component):
         raise NotImplementedError
 
 
+@dataclass
+class SelectContext:
+    """What a selector gets from ``vl coreset``."""
+
+    train: Any                      # PairData: the real training split
+    spec: Any                       # ModelSpec (the buffer's when a buffer is given)
+    buffer: Any | None = None       # vlcore.trajectories.Buffer, optional
+    device: str = "cpu"
+    host: Any = None
+    progress: bool = True
+    dataset_info: dict | None = None
+
+
+@dataclass
+class Selection:
+    """Pair indices into ``ctx.train`` in the order chosen, plus JSON diagnostics (meta["selection"])."""
+
+    indices: Any                    # torch.LongTensor (budget,)
+    info: dict = field(default_factory=dict)
+
+
 class Selector(Component):
     """Base class: chooses a budget of real pairs (a coreset)."""
 
-    def select(self, ctx, budget: int, seed: int) -> Any:
+    def select(self, ctx: SelectContext, budget: int, seed: int) -> "Selection":
+        """Return ``budget`` distinct pair indices of ``ctx.train`` (a Selection, tensor or list);
+        raise ConfigError for a budget < 1 or larger than the pairs (images with unique_images)."""
         raise NotImplementedError

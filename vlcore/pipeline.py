@@ -81,17 +81,21 @@ def build_text_encoder(spec: ModelSpec, host: PluginHost | None = None) -> TextE
     return _TEXT_ENCODERS[key]
 
 
-def build_backbone(spec: ModelSpec, host: PluginHost | None = None) -> ImageEncoder:
+def build_backbone(spec: ModelSpec, host: PluginHost | None = None, seed: int = 0) -> ImageEncoder:
+    """The spec's image encoder.  Any randomly initialised weights come from ``seed`` (a frozen
+    backbone always uses seed 0, so its cached features are the same everywhere)."""
     cls = _host(host).get("image_encoder", spec.encoder)
     cfg = build_config(cls.Config, spec.encoder_options, owner=f"image encoder '{cls.name}'")
-    return cls(cfg, image_size=spec.image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0 if spec.trainable == "frozen" else seed)
+        return cls(cfg, image_size=spec.image_size)
 
 
 def build_model(spec: ModelSpec, text_dim: int, seed: int = 0, host: PluginHost | None = None,
                 device: str | torch.device = "cpu") -> DualEncoder:
     """A fresh dual encoder: pretrained (or seeded random) backbone, seeded heads."""
+    backbone = build_backbone(spec, host, seed)
     torch.manual_seed(seed)
-    backbone = build_backbone(spec, host)
     model = DualEncoder(backbone, text_dim, spec)
     return model.to(device)
 
