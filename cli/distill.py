@@ -33,7 +33,7 @@ from .options import (component_option, dataset_options, device_option, handle_e
 @click.option("--init-text", type=click.Choice(["real", "noise"]), default=None)
 @click.option("--distill-images/--no-distill-images", default=None, help="Optimise the images (off: stay real).")
 @click.option("--distill-text/--no-distill-text", default=None, help="Optimise the texts (off: stay real).")
-@click.option("--unroll", default=None, metavar="NAME", help="Unroll backend: func (default) or higher.")
+@component_option("--unroll", "unroll_backend", None, "Unroll backend (default func).")
 @click.option("--eval-every", type=int, default=None, help="Evaluate on --eval-split every N iterations.")
 @click.option("--eval-split", default="dev", show_default=True, help="Split for periodic evaluation (never test).")
 @click.option("--eval-seeds", type=int, default=1, show_default=True)

@@ -805,8 +805,8 @@ def render_scene(scene: dict, size: int = 64):
         shape = o["shape"]
         if shape in ("circle", "ring"):
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=line, width=width)
-            if shape == "ring":  # punch a hole that shows the background
-                ri = r - max(3.0, 0.4 * r)
+            ri = r - max(3.0, 0.4 * r)
+            if shape == "ring" and ri > 1.0:  # punch a hole that shows the background (if it fits)
                 box = (cx - ri, cy - ri, cx + ri, cy + ri)
                 if bg_img is None:
                     bg_img = Image.fromarray(bg8, "RGB")

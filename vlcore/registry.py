@@ -115,7 +115,16 @@ class PluginHost:
                     f"{ENV_ALLOW} to the packages to load (e.g. {ENV_ALLOW}=vlcore).")
                 log.debug("plugin import failure:\n%s", traceback.format_exc())
                 continue
-            self.register(module, ep.name, info=info)
+            try:
+                self.register(module, ep.name, info=info)
+            except pluggy.PluginValidationError as exc:
+                if self.pm.has_plugin(ep.name):
+                    self.pm.unregister(name=ep.name)
+                self.plugins.pop(ep.name, None)
+                info.error = f"invalid hook implementation in module '{ep.value}': {_explain_invalid(module, exc)}"
+                self.failed.append(info)
+                self._report(f'Error loading plugin "{ep.name}" from package "{dist}": {info.error}\n'
+                             f"  vl continues without it.")
 
     def register(self, plugin: Any, name: str, *, info: PluginInfo | None = None) -> None:
         """Register a plugin object (a module or any object with hookimpls)."""
@@ -200,6 +209,16 @@ class PluginHost:
     def plugin_table(self) -> list[PluginInfo]:
         self.registry
         return list(self.plugins.values()) + self.failed
+
+
+def _explain_invalid(plugin: Any, exc: Exception) -> str:
+    """Name the misspelled hooks of ``plugin`` with a suggestion, else pluggy's own message."""
+    hooks = [n for n in dir(hookspecs) if n.startswith("register_")]
+    bad = []
+    for attr in dir(plugin):
+        if getattr(getattr(plugin, attr, None), f"{GROUP}_impl", None) is not None and attr not in hooks:
+            bad.append(f"unknown hook '{attr}'.{suggest(attr, hooks)}")
+    return "; ".join(bad) or str(exc)
 
 
 def _canon(name: str) -> str:
