@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from vlcore.errors import DataError, VLError
+from vlcore.errors import VLError
 from vlcore.io import versions, write_json
 from vlcore.model import ModelSpec
 
-from .common import emit, ensure_out, load_split_data, metric_keys_json
+from .common import emit, ensure_out, inherit_dataset, load_split_data, metric_keys_json
 from .main import cli
 from .options import (component_option, dataset_options, device_option, handle_errors, json_option,
                       make_spec, model_options, parse_kv, resolve_device)
@@ -34,7 +34,6 @@ def train_cmd(dataset, data_dir, limit, dataset_opts, encoder, encoder_opts, pre
               text_opts, image_size, trainable, image_head, embed_dim, split, epochs, batch_size, lr,
               momentum, weight_decay, seed, out, device, as_json):
     """Train on the full training split; report retrieval on --split (the upper bound)."""
-    import torch
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
@@ -123,16 +122,9 @@ def eval_cmd(pairset, dataset, data_dir, limit, dataset_opts, encoder, encoder_o
     spec = make_spec(encoder, encoder_opts, pretrained, text_encoder, text_opts, image_size, trainable,
                      image_head, embed_dim, base=base)
     src = ps.meta.get("dataset") or {}
-    dataset = dataset or src.get("name")
+    dataset, data_dir, dopts, limit = inherit_dataset(src, dataset, data_dir, dataset_opts, limit)
     if not dataset:
         raise VLError(f"{pairset} records no source dataset; pass --dataset and --data.")
-    if data_dir is None and dataset == src.get("name"):
-        data_dir = src.get("root")
-    dopts = parse_kv(dataset_opts, "--dataset-option")
-    if not dopts and dataset == src.get("name"):
-        dopts = dict(src.get("options") or {})
-    if limit is None and dataset == src.get("name"):
-        limit = src.get("limit")
     evald = load_split_data(dataset, data_dir, limit, dopts, split, spec)
     opts = parse_kv(eval_opts, "--eval-option")
     opts.setdefault("seeds", seeds)

@@ -10,13 +10,30 @@ from vlcore.errors import VLError
 from vlcore.metrics import KEYS
 from vlcore.model import ModelSpec
 from vlcore.pipeline import PairData, build_dataset, build_text_encoder, split_data
-from vlcore.registry import get_host
 
 
 def load_split_data(dataset: str, data_dir, limit, dataset_opts: dict, split: str, spec: ModelSpec,
                     *, progress: bool = True) -> PairData:
     ds = build_dataset(dataset, data_dir, limit, dataset_opts)
     return split_data(ds.split(split), spec, build_text_encoder(spec), progress=progress)
+
+
+def inherit_dataset(src: dict, dataset, data_dir, dataset_opts: tuple, limit, *, default: str | None = None):
+    """Dataset name, folder, options and limit for a command reading an artifact: what the user
+    passed, else what the artifact (a pair set or buffer, whose dataset record is ``src``) was made
+    from.  The artifact's folder/options/limit apply only when the dataset is the same."""
+    from .options import parse_kv
+
+    dataset = dataset or src.get("name") or default
+    same = dataset == src.get("name")
+    if data_dir is None and same:
+        data_dir = src.get("root")
+    dopts = parse_kv(dataset_opts, "--dataset-option")
+    if not dopts and same:
+        dopts = dict(src.get("options") or {})
+    if limit is None and same:
+        limit = src.get("limit")
+    return dataset, data_dir, dopts, limit
 
 
 def metric_keys_json(m: dict) -> dict:

@@ -8,7 +8,7 @@ import click
 
 from vlcore.errors import ConfigError
 
-from .common import ensure_out, load_split_data
+from .common import ensure_out, inherit_dataset, load_split_data
 from .main import cli
 from .options import (component_option, dataset_options, device_option, handle_errors, make_spec,
                       model_options, parse_kv, resolve_device)
@@ -85,14 +85,7 @@ def coreset_cmd(method, budget, buffer, dataset, data_dir, limit, dataset_opts, 
     spec = make_spec(encoder, encoder_opts, pretrained, text_encoder, text_opts, image_size, trainable,
                      image_head, embed_dim, base=buf.spec if buf else None)
     src = (buf.index.get("dataset") or {}) if buf else {}
-    dataset = dataset or src.get("name") or "embedded"
-    if data_dir is None and dataset == src.get("name"):
-        data_dir = src.get("root")
-    dopts = parse_kv(dataset_opts, "--dataset-option")
-    if not dopts and dataset == src.get("name"):
-        dopts = dict(src.get("options") or {})
-    if limit is None and dataset == src.get("name"):
-        limit = src.get("limit")
+    dataset, data_dir, dopts, limit = inherit_dataset(src, dataset, data_dir, dataset_opts, limit, default="embedded")
     if buf is not None:
         buf.check_compatible(spec, build_text_encoder(spec).dim)
     out = ensure_out(out)

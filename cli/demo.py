@@ -1,7 +1,6 @@
 """``vl demo``: the whole pipeline on the embedded default dataset, no download, no flags."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -41,7 +40,6 @@ def demo_cmd(out, pairs, iterations, seed, device):
     from vlcore.evaluate import evaluate_pairs
     from vlcore.io import fingerprint, write_json
     from vlcore.model import ModelSpec
-    from vlcore.pairset import PairSet
     from vlcore.pipeline import build_dataset, build_text_encoder, split_data
     from vlcore.registry import get_host
     from vlcore.trajectories import ExpertConfig, train_experts

@@ -8,7 +8,7 @@ import click
 
 from vlcore.errors import VLError
 
-from .common import load_split_data
+from .common import inherit_dataset, load_split_data
 from .main import cli
 from .options import (component_option, dataset_options, device_option, handle_errors, make_spec,
                       model_options, parse_kv, resolve_device)
@@ -65,14 +65,7 @@ def distill_cmd(distiller, buffer, dataset, data_dir, limit, dataset_opts, encod
     text_enc = build_text_encoder(spec)
     buf.check_compatible(spec, text_enc.dim)
     src = buf.index.get("dataset") or {}
-    dataset = dataset or src.get("name")
-    if data_dir is None and dataset == src.get("name"):
-        data_dir = src.get("root")
-    dopts = parse_kv(dataset_opts, "--dataset-option")
-    if not dopts and dataset == src.get("name"):
-        dopts = dict(src.get("options") or {})
-    if limit is None and dataset == src.get("name"):
-        limit = src.get("limit")
+    dataset, data_dir, dopts, limit = inherit_dataset(src, dataset, data_dir, dataset_opts, limit)
     opts = {k: v for k, v in dict(pairs=pairs, iterations=iterations, syn_steps=syn_steps, expert_epochs=expert_epochs,
                                    max_start_epoch=max_start_epoch, batch_syn=batch_syn, lr_images=lr_images,
                                    lr_text=lr_text, lr_lr=lr_lr, lr_init=lr_init, init_images=init_images,

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +23,9 @@ from vlcore.components import DistillContext, Distiller
 from vlcore.data import to_float
 from vlcore.errors import ConfigError, IncompatibleError, VLError
 from vlcore.evaluate import evaluate_pairs
-from vlcore.io import atomic_path, fingerprint, read_json, versions, write_json
+from vlcore.io import atomic_path, fingerprint, versions
 from vlcore.pairset import PairSet
-from vlcore.pipeline import PairData, build_model
+from vlcore.pipeline import build_model
 from vlcore.unroll import FuncBackend, HigherBackend, trajectory_loss, unroll
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,7 @@ These helpers turn names and options into built components and cached tensors.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 

@@ -7,7 +7,6 @@ their own), never at import time.
 """
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import logging
 import os
