@@ -40,6 +40,8 @@ scripts named in each section.
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo", default=str(HERE.parent / "vl-demo"))
+    ap.add_argument("--demo-seconds", type=float, default=None,
+                    help="wall time of the demo run, as measured with `time vl demo`")
     args = ap.parse_args()
     parts = [INTRO]
     demo = Path(args.demo) / "results.md"
@@ -49,7 +51,11 @@ def main():
                      f"Command: `vl demo` (no flags; frozen EfficientNet-Lite0 at 64 px, 6 experts x 3 epochs, "
                      f"50 pairs, 60 iterations), on {machine}, "
                      f"{time.strftime('%Y-%m-%d', time.localtime(demo.stat().st_mtime))}. Evaluation split: "
-                     "embedded dev (500 images x 5 captions).\n\n" + demo.read_text())
+                     "embedded dev (500 images x 5 captions)." +
+                     (f" Wall time {args.demo_seconds:.0f} s with an empty cache (VL_CACHE_DIR pointing at an "
+                      "empty folder: caption encoding, image rendering and backbone features included)."
+                      if args.demo_seconds else "") + " The random coreset holds 50 distinct images.\n\n" +
+                     demo.read_text())
     for name in ("FLICKR8K.md", "SPEED.md"):
         p = HERE / name
         if p.exists():
