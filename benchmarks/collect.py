@@ -6,6 +6,7 @@ write (FLICKR8K.md, SPEED.md) and the demo's results (vl-demo/results.md).
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import platform
 import time
@@ -59,7 +60,7 @@ def main():
     for name in ("FLICKR8K.md", "SPEED.md"):
         p = HERE / name
         if p.exists():
-            parts.append(p.read_text().replace("\n# ", "\n## ", 1).replace("# ", "## ", 1))
+            parts.append(re.sub(r"^(#+) ", r"#\1 ", p.read_text(), flags=re.M))  # one heading level down
     (HERE / "RESULTS.md").write_text("\n".join(parts))
     print(f"wrote {HERE / 'RESULTS.md'}")
 

@@ -112,6 +112,7 @@ def main():
            "whole synthetic set plus the backward pass to pixels, texts and step sizes. Peak memory is the "
            "process's peak RSS (setup included: data, text encoder, one expert). Timings on a shared 2-core "
            "machine vary by about +-30%.", "",
+           "Configurations are not run past their entry in MAX_STEPS: the vit LoRA unroll keeps every step's graph (memory grows linearly with syn_steps), and at 20 steps it would need about 30 GB, more than this machine has. A constant-memory unroll (TESLA) is not implemented yet.", "",
            "| configuration | pairs | syn_steps | s / iteration | peak RSS (MB) |", "|---|---|---|---|---|"]
     for label, pairs, steps, r in rows:
         out.append(f"| {label} | {pairs} | {steps} | " +
