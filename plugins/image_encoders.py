@@ -21,16 +21,15 @@ import logging
 import math
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
 
 from vlcore import hookimpl
+from vlcore.hub import hub_offline, hub_reachable
 from vlcore.errors import WeightsError, suggest
 from vlcore.model import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder
 
@@ -51,35 +50,6 @@ def pretrained_mode(value: str) -> str:
             f"pretrained={value!r} is ambiguous: use pretrained=auto (bundled or hub weights), "
             f"pretrained=hub, pretrained=none (random init) or pretrained=/path/to/weights.safetensors.")
     return "path"
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def hub_offline() -> bool:
-    """True when Hugging Face hub access is switched off by the environment."""
-    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
-        return True
-    try:
-        import huggingface_hub.constants as hc
-        return bool(hc.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover
-        return False
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the Hugging Face endpoint, so offline machines fail in seconds rather
-    than after huggingface_hub's minute of retries."""
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    url = urlparse(endpoint)
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _offline_fix(model_name: str, *, what: str = "timm checkpoint") -> str:

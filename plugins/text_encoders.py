@@ -11,16 +11,15 @@ import importlib.metadata as md
 import json
 import logging
 import os
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
-from urllib.parse import urlparse
 
 import torch
 
 from vlcore import hookimpl
+from vlcore.hub import hub_offline, hub_reachable
 from vlcore.errors import WeightsError
 from vlcore.text import TextEncoder
 
@@ -30,32 +29,6 @@ _ENV_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------- helpers
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def hub_offline() -> bool:
-    """True when Hugging Face hub access is switched off by the environment."""
-    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
-        return True
-    try:
-        import huggingface_hub.constants as hc
-        return bool(hc.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover
-        return False
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Quick TCP probe of the Hugging Face endpoint (fail in seconds, not after a minute of retries)."""
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co",
-                                       url.port or (80 if url.scheme == "http" else 443)), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def offline_env() -> Iterator[None]:
     """Set HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE=1) for the duration of a load."""
