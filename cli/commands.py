@@ -37,7 +37,7 @@ def train_cmd(dataset, data_dir, limit, dataset_opts, encoder, encoder_opts, pre
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from vlcore.metrics import KEYS, recall_curve, recall_from_ranks, retrieval_ranks
+    from vlcore.metrics import recall_curve, recall_from_ranks, retrieval_ranks
     from vlcore.pipeline import build_model, build_backbone, cached_features
     from vlcore.train import TrainConfig, embed_split, train_model
     from vlcore.viz import recall_curves
@@ -65,7 +65,6 @@ def train_cmd(dataset, data_dir, limit, dataset_opts, encoder, encoder_opts, pre
     img, txt = embed_split(model, evald, features=ef, device=device)
     tr, ir = retrieval_ranks(img, txt, evald.pair_image)
     m = recall_from_ranks(tr, ir)
-    m["rsum"] = sum(m[k] for k in KEYS)
     elapsed = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()

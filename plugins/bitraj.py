@@ -210,12 +210,12 @@ class BiTrajectory(Distiller):
             if ctx.eval_data is None:
                 return
             opts_e = {"seeds": 1, "epochs": 30, **(ctx.eval_options or {})}
-            m = evaluate_pairs(snapshot(), ctx.eval_data, spec, options=opts_e, device=dev, host=ctx.host)
+            ps = snapshot()
+            m = evaluate_pairs(ps, ctx.eval_data, spec, options=opts_e, device=dev, host=ctx.host)
             history["eval"].append({"iteration": it, **{k: m[k] for k in ("tr_r1", "tr_r5", "tr_r10", "ir_r1",
                                                                             "ir_r5", "ir_r10", "rsum")}})
             if best is None or m["rsum"] > best["rsum"]:
                 best = {"iteration": it, "rsum": m["rsum"]}
-                ps = snapshot()
                 ps.meta["selected"] = {"by": "dev rsum", "iteration": it, "rsum": m["rsum"]}
                 ps.save(out / "best")
 

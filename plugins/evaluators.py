@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from vlcore import hookimpl
 from vlcore.components import Evaluator
-from vlcore.metrics import aggregate, recall_curve, recall_from_ranks, retrieval_ranks, KEYS
+from vlcore.metrics import aggregate, recall_curve, recall_from_ranks, retrieval_ranks
 from vlcore.pipeline import PairData, build_model, cached_features, build_backbone
 from vlcore.train import TrainConfig, embed_split, train_model
 
@@ -58,7 +58,6 @@ class RetrievalEvaluator(Evaluator):
             img, txt = embed_split(model, eval_data, features=eval_feats, device=device)
             tr, ir = retrieval_ranks(img, txt, eval_data.pair_image)
             m = recall_from_ranks(tr, ir)
-            m["rsum"] = sum(m[k] for k in KEYS)
             runs.append(m)
             curves.append(recall_curve(tr, ir, cfg.curve_k))
             if progress:

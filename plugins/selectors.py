@@ -483,6 +483,14 @@ def _check_train_options(cfg, name: str) -> None:
         raise ConfigError(f"Option 'lr' of selector '{name}' must be positive (got {cfg.lr}).")
 
 
+class _TrainingSelector(PairSelector):
+    """Base of the selectors that train a model (embedding space or forgetting statistics)."""
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        _check_train_options(self.config, self.name)
+
+
 class RandomSelector(PairSelector):
     """Random: uniformly random real pairs (seeded)."""
 
@@ -494,7 +502,7 @@ class RandomSelector(PairSelector):
         return Selection(take_in_order(order, budget, groups), {})
 
 
-class HerdingSelector(PairSelector):
+class HerdingSelector(_TrainingSelector):
     """Herding: greedy pairs whose running mean tracks the data mean in a joint image-text space."""
 
     name = "herding"
@@ -502,10 +510,6 @@ class HerdingSelector(PairSelector):
     @dataclass(frozen=True)
     class Config(_SpaceOptions):
         pass
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        _check_train_options(self.config, self.name)
 
     def select(self, ctx: SelectContext, budget: int, seed: int) -> Selection:
         groups = self._check(ctx, budget)
@@ -515,7 +519,7 @@ class HerdingSelector(PairSelector):
         return Selection(idx, info)
 
 
-class KCenterSelector(PairSelector):
+class KCenterSelector(_TrainingSelector):
     """K-center: greedy farthest-point pairs in a joint image-text space (covers it evenly)."""
 
     name = "kcenter"
@@ -524,10 +528,6 @@ class KCenterSelector(PairSelector):
     class Config(_SpaceOptions):
         #: first center: a random pair (seeded) or the pair nearest the mean
         first: Literal["random", "mean"] = "random"
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        _check_train_options(self.config, self.name)
 
     def select(self, ctx: SelectContext, budget: int, seed: int) -> Selection:
         groups = self._check(ctx, budget)
@@ -543,7 +543,7 @@ class KCenterSelector(PairSelector):
         return Selection(idx, info)
 
 
-class ForgettingSelector(PairSelector):
+class ForgettingSelector(_TrainingSelector):
     """Forgetting: the pairs most often forgotten (top-1 in-batch retrieval lost) while a model trains."""
 
     name = "forgetting"
@@ -551,10 +551,6 @@ class ForgettingSelector(PairSelector):
     @dataclass(frozen=True)
     class Config(_TrainOptions):
         pass
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        _check_train_options(self.config, self.name)
 
     def select(self, ctx: SelectContext, budget: int, seed: int) -> Selection:
         groups = self._check(ctx, budget)

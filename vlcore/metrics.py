@@ -49,19 +49,19 @@ def retrieval_ranks(img: torch.Tensor, txt: torch.Tensor, caption_image: torch.T
 
 
 def recall_from_ranks(tr_rank: torch.Tensor, ir_rank: torch.Tensor, ks=KS) -> dict[str, float]:
+    """TR and IR R@K in percent, plus ``rsum`` (their sum)."""
     out = {}
     for k in ks:
         out[f"tr_r{k}"] = 100.0 * (tr_rank < k).float().mean().item()
     for k in ks:
         out[f"ir_r{k}"] = 100.0 * (ir_rank < k).float().mean().item()
+    out["rsum"] = sum(out.values())
     return out
 
 
 def retrieval_metrics(img: torch.Tensor, txt: torch.Tensor, caption_image: torch.Tensor) -> dict[str, float]:
     """TR and IR R@1/5/10 in percent, plus ``rsum``."""
-    m = recall_from_ranks(*retrieval_ranks(img, txt, caption_image))
-    m["rsum"] = sum(m[k] for k in KEYS)
-    return m
+    return recall_from_ranks(*retrieval_ranks(img, txt, caption_image))
 
 
 def recall_curve(tr_rank: torch.Tensor, ir_rank: torch.Tensor, max_k: int = 50) -> dict[str, list[float]]:
