@@ -57,7 +57,7 @@ def child(spec_d: dict, pairs: int, steps: int) -> dict:
                         dataset_info={"name": "embedded"})
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # one outer iteration = the time between two successive trajectory-loss evaluations
-    import vlcore.plugins.bitraj as bt
+    import vlcore.plugins.distillers.bitraj as bt
 
     stamps, real = [], bt.trajectory_loss
 

@@ -70,7 +70,8 @@ def coreset_cmd(method, budget, buffer, dataset, data_dir, limit, dataset_opts, 
     from vlcore.registry import get_host
     from vlcore.trajectories import Buffer
     from vlcore.viz import pair_grid
-    from vlcore.plugins.selectors import SelectContext, run_selector
+    from vlcore.components import SelectContext
+    from vlcore.coreset import run_selector
 
     from .experts import dataset_info
 

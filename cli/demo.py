@@ -78,7 +78,8 @@ def demo_cmd(out, pairs, iterations, seed, device):
                                                  device=device, seed=seed, resume=resume, host=host))
 
     click.echo(f"[4/5] random coreset of {pairs} real pairs")
-    from vlcore.plugins.selectors import SelectContext, run_selector
+    from vlcore.components import SelectContext
+    from vlcore.coreset import run_selector
     rnd = run_selector(host.create("selector", "random", {}),
                        SelectContext(train=train, spec=spec, device=device, host=host, progress=False,
                                      dataset_info=info), pairs, seed)

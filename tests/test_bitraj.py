@@ -77,7 +77,7 @@ def test_distill_outputs_artifact(buffer, data, tmp_path, host):
 
 def test_resume_reaches_the_same_result(buffer, data, tmp_path, host, monkeypatch):
     full = make(host).distill(ctx(buffer, data, tmp_path / "a", host))
-    import vlcore.plugins.bitraj as bt
+    import vlcore.plugins.distillers.bitraj as bt
 
     real_unroll, calls = bt.unroll, {"n": 0}
 
@@ -99,7 +99,7 @@ def test_resume_reaches_the_same_result(buffer, data, tmp_path, host, monkeypatc
 
 
 def test_non_finite_iterations_are_skipped_then_stop(buffer, data, tmp_path, host, monkeypatch):
-    import vlcore.plugins.bitraj as bt
+    import vlcore.plugins.distillers.bitraj as bt
 
     real = bt.trajectory_loss
     state = {"n": 0}

@@ -13,7 +13,8 @@ from PIL import Image
 
 from vlcore.data import Dataset, load_images
 from vlcore.errors import ConfigError, DataError
-from vlcore.plugins import datasets as D
+from vlcore.plugins.datasets import Flickr8k
+from vlcore.plugins.datasets.embedded import scenes as D
 from vlcore.registry import PluginHost
 
 REAL_FLICKR8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flickr8k-dev"
@@ -120,7 +121,7 @@ def test_flickr8k_missing_caption_file(host, tmp_path):
 
 def test_flickr8k_missing_split_file_direct(tmp_path):
     root = make_flickr8k(tmp_path / "f8k")
-    ds = D.Flickr8k(D.Flickr8k.Config(root=str(root)))
+    ds = Flickr8k(Flickr8k.Config(root=str(root)))
     with pytest.raises(DataError, match="Flickr_8k.testImages.txt not found"):
         ds.load_split("test")
 

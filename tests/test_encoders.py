@@ -134,7 +134,7 @@ def test_effnet_bundled_weights_classify_a_real_photo(host):
     """The bundled checkpoint loads with no missing keys into timm's model and recognises dogs."""
     import timm
 
-    from vlcore.plugins.image_encoders import efficientnet_lite0_state_dict, load_strict
+    from vlcore.plugins.image_encoders.effnet import efficientnet_lite0_state_dict, load_strict
 
     model = timm.create_model("tf_efficientnet_lite0", num_classes=1000).eval()
     sd = efficientnet_lite0_state_dict(model)
@@ -159,7 +159,7 @@ def test_effnet_auto_differs_from_random(host):
     assert torch.isfinite(a).all()
     assert not torch.allclose(a, b, atol=1e-3)
     # the backbone weights really are the checkpoint's
-    from vlcore.plugins.image_encoders import efficientnet_lite0_state_dict
+    from vlcore.plugins.image_encoders.effnet import efficientnet_lite0_state_dict
     sd = efficientnet_lite0_state_dict(pre.model)
     assert torch.equal(pre.model.conv_stem.weight, sd["conv_stem.weight"])
 
@@ -229,7 +229,7 @@ def test_state_dict_file_round_trip(host, tmp_path):
     assert torch.equal(enc.model.conv_head.weight, src.conv_head.weight)
 
     # the bundled checkpoint's own (foreign) naming is remapped when passed as a file
-    from vlcore.plugins.image_encoders import efficientnet_lite0_file
+    from vlcore.plugins.image_encoders.effnet import efficientnet_lite0_file
     enc2 = image_encoder(host, "effnet-lite0", 32, pretrained=efficientnet_lite0_file())
     enc3 = image_encoder(host, "effnet-lite0", 32)
     assert torch.equal(enc2.model.blocks[3][1].conv_pw.weight,

@@ -12,7 +12,11 @@ from vlcore.components import Selector
 from vlcore.errors import ConfigError, UnknownComponentError
 from vlcore.model import ModelSpec
 from vlcore.pipeline import PairData
-from vlcore.plugins import selectors as S
+from vlcore.components import SelectContext
+from vlcore.coreset import as_selection, run_selector
+from vlcore.errors import VLError
+from vlcore.plugins.selectors import algorithms as S
+from vlcore.plugins.selectors.components import joint_space
 from vlcore.registry import PluginHost
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -249,14 +253,14 @@ def data():
 
 
 def ctx_for(data, host):
-    return S.SelectContext(train=data, spec=SPEC, host=host, progress=False)
+    return SelectContext(train=data, spec=SPEC, host=host, progress=False)
 
 
 def run(host, data, method, budget, seed=0, **opts):
     if method != "random":
         opts.setdefault("epochs", 2)
     sel = host.create("selector", method, opts)
-    return S.as_selection(sel.select(ctx_for(data, host), budget, seed))
+    return as_selection(sel.select(ctx_for(data, host), budget, seed))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -324,7 +328,7 @@ def test_random_is_uniform_over_pairs(host):
 
 
 def test_herding_and_kcenter_use_the_space(host, data):
-    X, info = S.joint_space(ctx_for(data, host), host.create("selector", "herding", {"space": "raw"}).config, 0)
+    X, info = joint_space(ctx_for(data, host), host.create("selector", "herding", {"space": "raw"}).config, 0)
     assert X.shape == (data.num_pairs, info["dim"]) and info["space"] == "raw"
     # both halves are unit vectors
     assert torch.allclose(X.norm(dim=1), torch.full((data.num_pairs,), math.sqrt(2.0)), atol=1e-5)
@@ -334,7 +338,7 @@ def test_herding_and_kcenter_use_the_space(host, data):
     k = run(host, data, "kcenter", 8, space="raw", first="mean")
     first = int(torch.argmin(((X - X.mean(0)) ** 2).sum(1)))
     assert k.indices.tolist() == S.kcenter_greedy(X, 8, first, groups=data.pair_image).tolist()
-    Xe, info_e = S.joint_space(ctx_for(data, host), host.create("selector", "herding", {"epochs": 1}).config, 0)
+    Xe, info_e = joint_space(ctx_for(data, host), host.create("selector", "herding", {"epochs": 1}).config, 0)
     assert info_e["space"] == "expert" and info_e["model"].startswith("quick model")
     assert torch.allclose(Xe.norm(dim=1), torch.full((data.num_pairs,), math.sqrt(2.0)), atol=1e-5)
 
@@ -348,7 +352,7 @@ def test_forgetting_counts_every_presentation(host, data):
 
 def test_run_selector_builds_the_artifact(host, data):
     sel = host.create("selector", "random")
-    ps = S.run_selector(sel, ctx_for(data, host), 6, 3)
+    ps = run_selector(sel, ctx_for(data, host), 6, 3)
     idx = ps.meta["pair_indices"]
     assert ps.meta["kind"] == "coreset" and ps.meta["method"] == "random" and ps.meta["seed"] == 3
     assert ps.meta["config"] == {"unique_images": True}
@@ -364,7 +368,7 @@ def test_run_selector_checks_third_party_answers(host, data):
         def select(self, ctx, budget, seed):
             return [0, 1, 0][:budget]
 
-    with pytest.raises(S.VLError, match="same pair twice"):
-        S.run_selector(Bad(), ctx_for(data, host), 3, 0)
-    with pytest.raises(S.VLError, match="returned 3 pairs for a budget of 4"):
-        S.run_selector(Bad(), ctx_for(data, host), 4, 0)
+    with pytest.raises(VLError, match="same pair twice"):
+        run_selector(Bad(), ctx_for(data, host), 3, 0)
+    with pytest.raises(VLError, match="returned 3 pairs for a budget of 4"):
+        run_selector(Bad(), ctx_for(data, host), 4, 0)

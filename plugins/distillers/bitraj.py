@@ -18,7 +18,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vlcore import hookimpl
 from vlcore.components import DistillContext, Distiller
 from vlcore.data import to_float
 from vlcore.errors import ConfigError, IncompatibleError, VLError
@@ -332,22 +331,3 @@ class BiTrajectory(Distiller):
             line_plot({k: (its, [h[k] for h in history["eval"]]) for k in ("tr_r1", "tr_r5", "ir_r1", "ir_r5")},
                       out / "dev_recall.png", xlabel="iteration", ylabel="dev recall (%)",
                       title="dev retrieval of models trained on the distilled set")
-
-
-class LoRAMatching(BiTrajectory):
-    """LoRA matching: bi-trajectory matching of low-rank adapter (+ head) trajectories, for ViTs."""
-
-    name = "lora"
-    requires_trainable = "lora"
-
-
-@hookimpl
-def register_distillers(register):
-    register(BiTrajectory)
-    register(LoRAMatching)
-
-
-@hookimpl
-def register_unroll_backends(register):
-    register(FuncBackend)
-    register(HigherBackend)

@@ -1,0 +1,104 @@
+"""Readers shared by the file-based datasets: data folders, text files, image-file checks and the
+picklable image loader.  Problems raise :class:`vlcore.errors.DataError` naming the file and the fix."""
+from __future__ import annotations
+
+import os
+
+from vlcore.errors import DataError
+
+#: how many missing files an error message lists before summarising the rest as a count
+SHOW_MISSING = 5
+
+
+# ============================================================================ shared file helpers
+def stamp(path: str) -> str:
+    """``path`` with its size and modification time: changes whenever the file does."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{os.path.abspath(path)}(missing)"
+    return f"{os.path.abspath(path)}({st.st_size}b,{st.st_mtime_ns})"
+
+
+def need_root(name: str, root: str | None, what: str) -> str:
+    """The absolute data folder, or a DataError saying how to pass one."""
+    if root is None or str(root).strip() == "":
+        raise DataError(f"Dataset '{name}' needs its data folder: pass --data DIR pointing at {what}.")
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(root):
+        kind = "is not a folder" if os.path.exists(root) else "does not exist"
+        raise DataError(f"Dataset '{name}': data folder {root} {kind}. Pass --data DIR pointing at {what}.")
+    return root
+
+
+def read_text(path: str, name: str, what: str) -> list[str]:
+    """The lines of a text file (without line endings), or a DataError naming the file."""
+    if not os.path.isfile(path):
+        raise DataError(f"Dataset '{name}': {what} {path} not found.")
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline=None) as f:
+            return f.read().splitlines()
+    except OSError as exc:
+        raise DataError(f"Dataset '{name}': cannot read {what} {path}: {exc}.") from None
+
+
+def missing_message(missing: list[str], total: int) -> str:
+    shown = ", ".join(missing[:SHOW_MISSING])
+    more = f" and {len(missing) - SHOW_MISSING} more" if len(missing) > SHOW_MISSING else ""
+    return f"{len(missing)} of {total} image files are missing: {shown}{more}"
+
+
+class _DirListing:
+    """Cached directory listings, so checking thousands of image paths costs one scandir per folder."""
+
+    def __init__(self):
+        self._cache: dict[str, set[str] | None] = {}
+
+    def exists(self, path: str) -> bool:
+        folder, base = os.path.split(path)
+        if folder not in self._cache:
+            try:
+                self._cache[folder] = {e.name for e in os.scandir(folder)}
+            except OSError:
+                self._cache[folder] = None
+        names = self._cache[folder]
+        if names is None:
+            return False
+        return base in names or os.path.exists(path)  # exists(): case-insensitive file systems
+
+
+def check_images(name: str, split: str, paths: list[str], listed_in: str, fix: str) -> None:
+    listing = _DirListing()
+    missing = [p for p in paths if not listing.exists(p)]
+    if missing:
+        raise DataError(f"Dataset '{name}', split '{split}': {missing_message(missing, len(paths))} "
+                        f"(listed in {listed_in}). {fix}")
+
+
+class ImageFileLoader:
+    """``loader(i)``: image file ``paths[i]`` as an RGB ``PIL.Image`` (picklable)."""
+
+    def __init__(self, dataset: str, paths: list[str]):
+        self.dataset = dataset
+        self.paths = paths
+
+    def __call__(self, i: int):
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.paths[i]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"Dataset '{self.dataset}': image file {path} not found (it was listed "
+                            f"in the split; was it moved or deleted?). Restore the file or re-download "
+                            f"the dataset.") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"Dataset '{self.dataset}': cannot read image file {path}: "
+                            f"{type(exc).__name__}: {exc}. The file is corrupt or not an image; "
+                            f"replace it with a good copy (re-download the dataset).") from None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+

@@ -1,0 +1,79 @@
+"""Coresets as artifacts: run a selector component and turn the pairs it chose into a pair set
+(the artifact distillation writes too, so ``vl eval`` scores both alike)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from .components import SelectContext, Selection, Selector
+from .data import to_float
+from .errors import VLError
+from .io import versions
+from .pairset import PairSet
+
+
+def as_selection(result: Any) -> Selection:
+    """A third-party selector may return a Selection, a tensor or a sequence of pair indices."""
+    if isinstance(result, Selection):
+        return result
+    return Selection(torch.as_tensor(result, dtype=torch.long).reshape(-1), {})
+
+
+def run_selector(selector: Selector, ctx: SelectContext, budget: int, seed: int) -> PairSet:
+    """Run ``selector`` and turn its choice into a pair-set artifact (not yet saved).
+
+    Checks the answer: ``budget`` distinct pair indices of the training split, one per image when
+    the selector's config has ``unique_images`` on.
+    """
+    t0 = time.time()
+    sel = as_selection(selector.select(ctx, budget, seed))
+    idx = sel.indices.to(torch.long).cpu()
+    train = ctx.train
+    name = getattr(selector, "name", type(selector).__name__)
+    if idx.numel() != budget:
+        raise VLError(f"selector '{name}' returned {idx.numel()} pairs for a budget of {budget}.")
+    if idx.numel() and (idx.min() < 0 or idx.max() >= train.num_pairs):
+        raise VLError(f"selector '{name}' returned pair indices outside 0..{train.num_pairs - 1}.")
+    if idx.unique().numel() != idx.numel():
+        raise VLError(f"selector '{name}' returned the same pair twice.")
+    cfg = getattr(selector, "config", None)
+    if getattr(cfg, "unique_images", False) and train.pair_image[idx].unique().numel() != idx.numel():
+        raise VLError(f"selector '{name}' returned two captions of one image although unique_images is on.")
+    return coreset_pairset(train, idx, method=name, config=cfg, seed=seed, spec=ctx.spec,
+                           dataset_info=ctx.dataset_info, selection=sel.info,
+                           seconds=round(time.time() - t0, 2), buffer=ctx.buffer)
+
+
+def source_ids(train, idx: torch.Tensor) -> list[tuple[str, int]] | None:
+    """(image id, caption index within that image) of each pair, when the split is known."""
+    if train.split is None:
+        return None
+    pairs = train.split.pairs()
+    return [(train.split.image_ids[int(pairs[i, 0])], int(pairs[i, 1])) for i in idx.tolist()]
+
+
+def coreset_pairset(train, idx: torch.Tensor, *, method: str, config=None, seed: int = 0, spec=None,
+                    dataset_info: dict | None = None, selection: dict | None = None,
+                    seconds: float | None = None, buffer=None) -> PairSet:
+    """The pairs ``idx`` of ``train`` as a pair set: real images (float [0, 1], at the split's size),
+    their caption embeddings and captions, the source pair ids, and the full record in ``meta``."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    images = to_float(train.images[train.pair_image[idx]]).clone()
+    caps = [train.captions[i] for i in idx.tolist()] if train.captions else [f"pair #{i}" for i in idx.tolist()]
+    cfg = asdict(config) if config is not None and hasattr(config, "__dataclass_fields__") else (config or {})
+    meta = {"kind": "coreset", "method": method, "config": cfg, "budget": int(idx.numel()), "seed": int(seed),
+            "spec": spec.as_dict() if spec is not None else None, "dataset": dataset_info or {},
+            "pair_indices": idx.tolist(),
+            "source_ids_are": "the selected real pairs: (image file, caption index within the image)",
+            "selection": selection or {}, "versions": versions()}
+    if buffer is not None:
+        meta["buffer"] = {"path": str(buffer.path), "index": buffer.index.get("expert"),
+                          "experts": buffer.num_experts}
+    if seconds is not None:
+        meta["seconds"] = seconds
+    return PairSet(images=images, text=train.text[idx].detach().float().clone(), captions=caps, meta=meta,
+                   source_ids=source_ids(train, idx))
+
