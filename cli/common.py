@@ -1,4 +1,4 @@
-"""Helpers shared by the command implementations: loading data and printing metric tables."""
+"""Helpers shared by the command implementations: progress bars, loading data, metric tables."""
 from __future__ import annotations
 
 import json
@@ -7,33 +7,57 @@ from pathlib import Path
 import click
 
 from vlcore.errors import VLError
+from vlcore.io import fingerprint
 from vlcore.metrics import KEYS
 from vlcore.model import ModelSpec
 from vlcore.pipeline import PairData, build_dataset, build_text_encoder, split_data
+from vlcore.progress import Progress, Task
+
+from .options import DatasetOptions
 
 
-def load_split_data(dataset: str, data_dir, limit, dataset_opts: dict, split: str, spec: ModelSpec,
-                    *, progress: bool = True) -> PairData:
-    ds = build_dataset(dataset, data_dir, limit, dataset_opts)
-    return split_data(ds.split(split), spec, build_text_encoder(spec), progress=progress)
+class _TqdmTask(Task):
+    def __init__(self, bar):
+        self.bar = bar
+
+    def update(self, n: int = 1, **postfix) -> None:
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
-def inherit_dataset(src: dict, dataset, data_dir, dataset_opts: tuple, limit, *, default: str | None = None):
-    """Dataset name, folder, options and limit for a command reading an artifact: what the user
-    passed, else what the artifact (a pair set or buffer, whose dataset record is ``src``) was made
-    from.  The artifact's folder/options/limit apply only when the dataset is the same."""
-    from .options import parse_kv
+class TqdmProgress(Progress):
+    """Progress bars on stderr (the library reports, the CLI draws)."""
 
-    dataset = dataset or src.get("name") or default
-    same = dataset == src.get("name")
-    if data_dir is None and same:
-        data_dir = src.get("root")
-    dopts = parse_kv(dataset_opts, "--dataset-option")
-    if not dopts and same:
-        dopts = dict(src.get("options") or {})
-    if limit is None and same:
-        limit = src.get("limit")
-    return dataset, data_dir, dopts, limit
+    def task(self, desc: str, total: int | None = None, *, unit: str = "it", initial: int = 0) -> Task:
+        from tqdm.auto import tqdm
+
+        return _TqdmTask(tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False))
+
+
+BARS = TqdmProgress()
+
+
+def load_split_data(ds: DatasetOptions, split: str, spec: ModelSpec, *, progress: Progress = BARS) -> PairData:
+    dataset = build_dataset(ds.dataset, ds.data_dir, ds.limit, ds.options())
+    return split_data(dataset.split(split), spec, build_text_encoder(spec), progress=progress)
+
+
+def dataset_info(ds: DatasetOptions, data: PairData) -> dict:
+    """The dataset record of an artifact made from the training split ``data``."""
+    return {"name": ds.dataset, "root": str(Path(ds.data_dir).resolve()) if ds.data_dir else None,
+            "options": ds.options(), "limit": ds.limit, "split": "train", "pairs": data.num_pairs,
+            "images": data.num_images, "fingerprint": fingerprint(data.key)}
+
+
+def warn_other_data(src: dict, info: dict) -> None:
+    """Warn when an artifact (a buffer) was made from other training data than the run's."""
+    if src.get("fingerprint") and src.get("fingerprint") != info["fingerprint"]:
+        click.echo(f"warning: the buffer was trained on other data ({src.get('name')}, {src.get('pairs')} pairs) "
+                   f"than the training split used now ({info['name']}, {info['pairs']} pairs).", err=True)
 
 
 def metric_keys_json(m: dict) -> dict:

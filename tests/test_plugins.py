@@ -217,7 +217,8 @@ class FirstPairs(Selector):
     class Config:
         unique_images: bool = True
 
-    def select(self, ctx, budget, seed):
+    def select(self, ctx):
+        budget = ctx.budget
         if budget > ctx.train.num_images:
             raise ConfigError(f"budget {budget} > {ctx.train.num_images} images")
         first: dict[int, int] = {}
@@ -251,7 +252,7 @@ def test_register_plugin_makes_a_component_usable(gone_afterwards, register_plug
     host = register_plugin(FirstPairsPlugin, "first-pairs-plugin")
     assert get_host() is host
     sel = host.create("selector", "first-pairs")
-    assert sel.select(selector_context(tiny_pairs, tiny_spec), 3, 0) == [0, 2, 4]
+    assert sel.select(selector_context(tiny_pairs, tiny_spec, budget=3)) == [0, 2, 4]
     check_selector(FirstPairs)
     out = CliRunner().invoke(cli, ["list", "selectors"]).output
     assert "first-pairs" in out and "[first-pairs-plugin]" in out
@@ -272,7 +273,7 @@ def test_tiny_fixtures_and_test_components_by_name(register_plugin, tiny_pairs, 
 
     import vlcore.testing.plugin
     from vlcore.pipeline import build_model
-    from vlcore.train import TrainConfig, embed_split, train_model
+    from vlcore.train import SGDConfig, embed_split, train_model
 
     assert (tiny_pairs.num_images, tiny_pairs.num_pairs) == (8, 16) and tiny_pairs.images.dtype == torch.uint8
     assert tiny_embedded.num_images == 16 and tiny_embedded.num_pairs == 80  # 5 captions per scene
@@ -281,6 +282,6 @@ def test_tiny_fixtures_and_test_components_by_name(register_plugin, tiny_pairs, 
     host = register_plugin(vlcore.testing.plugin)  # tiny-cnn and hashed-bow, by name
     assert {"tiny-cnn", "hashed-bow"} <= set(host.names("image_encoder")) | set(host.names("text_encoder"))
     model = build_model(tiny_spec, tiny_text_encoder.dim, seed=0)
-    train_model(model, tiny_embedded, TrainConfig(epochs=1, batch_size=32), seed=0)
+    train_model(model, tiny_embedded, SGDConfig(epochs=1, batch_size=32), seed=0)
     img, txt = embed_split(model, tiny_embedded)
     assert img.shape == (16, model.embed_dim) and txt.shape == (80, model.embed_dim)

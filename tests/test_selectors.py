@@ -252,15 +252,15 @@ def data():
     return tiny_data()
 
 
-def ctx_for(data, host):
-    return SelectContext(train=data, spec=SPEC, host=host, progress=False)
+def ctx_for(data, host, budget=1, seed=0):
+    return SelectContext(train=data, spec=SPEC, budget=budget, seed=seed, host=host)
 
 
 def run(host, data, method, budget, seed=0, **opts):
     if method != "random":
         opts.setdefault("epochs", 2)
     sel = host.create("selector", method, opts)
-    return as_selection(sel.select(ctx_for(data, host), budget, seed))
+    return as_selection(sel.select(ctx_for(data, host, budget, seed)))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -291,14 +291,13 @@ def test_forgetting_seed_changes_choice(host, data):
 @pytest.mark.parametrize("method", METHODS)
 def test_budget_errors(host, data, method):
     sel = host.create("selector", method, {} if method == "random" else {"epochs": 1})
-    ctx = ctx_for(data, host)
     for bad in (0, -3):
         with pytest.raises(ConfigError, match="at least 1"):
-            sel.select(ctx, bad, 0)
+            sel.select(ctx_for(data, host, bad, 0))
     with pytest.raises(ConfigError, match="exceeds the 90 pairs"):
-        sel.select(ctx, data.num_pairs + 1, 0)
+        sel.select(ctx_for(data, host, data.num_pairs + 1, 0))
     with pytest.raises(ConfigError, match="exceeds the 30 images.*--no-unique-images"):
-        sel.select(ctx, 31, 0)
+        sel.select(ctx_for(data, host, 31, 0))
 
 
 @pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
@@ -323,12 +322,12 @@ def test_random_is_uniform_over_pairs(host):
     counts = torch.zeros(8)
     sel = host.create("selector", "random", {"unique_images": False})
     for seed in range(400):
-        counts[sel.select(ctx_for(data, host), 2, seed).indices] += 1
+        counts[sel.select(ctx_for(data, host, 2, seed)).indices] += 1
     assert (counts / 400 - 0.25).abs().max() < 0.08
 
 
 def test_herding_and_kcenter_use_the_space(host, data):
-    X, info = joint_space(ctx_for(data, host), host.create("selector", "herding", {"space": "raw"}).config, 0)
+    X, info = joint_space(ctx_for(data, host), host.create("selector", "herding", {"space": "raw"}).config)
     assert X.shape == (data.num_pairs, info["dim"]) and info["space"] == "raw"
     # both halves are unit vectors
     assert torch.allclose(X.norm(dim=1), torch.full((data.num_pairs,), math.sqrt(2.0)), atol=1e-5)
@@ -338,21 +337,21 @@ def test_herding_and_kcenter_use_the_space(host, data):
     k = run(host, data, "kcenter", 8, space="raw", first="mean")
     first = int(torch.argmin(((X - X.mean(0)) ** 2).sum(1)))
     assert k.indices.tolist() == S.kcenter_greedy(X, 8, first, groups=data.pair_image).tolist()
-    Xe, info_e = joint_space(ctx_for(data, host), host.create("selector", "herding", {"epochs": 1}).config, 0)
+    Xe, info_e = joint_space(ctx_for(data, host), host.create("selector", "herding", {"epochs": 1}).config)
     assert info_e["space"] == "expert" and info_e["model"].startswith("quick model")
     assert torch.allclose(Xe.norm(dim=1), torch.full((data.num_pairs,), math.sqrt(2.0)), atol=1e-5)
 
 
 def test_forgetting_counts_every_presentation(host, data):
     sel = host.create("selector", "forgetting", {"epochs": 3, "batch_size": 30})
-    got = sel.select(ctx_for(data, host), 5, 0)
+    got = sel.select(ctx_for(data, host, 5, 0))
     ev = got.info["events"]
     assert ev["pairs"] == data.num_pairs and ev["mean_presentations"] == 3.0
 
 
 def test_run_selector_builds_the_artifact(host, data):
     sel = host.create("selector", "random")
-    ps = run_selector(sel, ctx_for(data, host), 6, 3)
+    ps = run_selector(sel, ctx_for(data, host, 6, 3))
     idx = ps.meta["pair_indices"]
     assert ps.meta["kind"] == "coreset" and ps.meta["method"] == "random" and ps.meta["seed"] == 3
     assert ps.meta["config"] == {"unique_images": True}
@@ -365,10 +364,10 @@ def test_run_selector_checks_third_party_answers(host, data):
     class Bad(Selector):
         name = "bad"
 
-        def select(self, ctx, budget, seed):
-            return [0, 1, 0][:budget]
+        def select(self, ctx):
+            return [0, 1, 0][:ctx.budget]
 
     with pytest.raises(VLError, match="same pair twice"):
-        run_selector(Bad(), ctx_for(data, host), 3, 0)
+        run_selector(Bad(), ctx_for(data, host, 3, 0))
     with pytest.raises(VLError, match="returned 3 pairs for a budget of 4"):
-        run_selector(Bad(), ctx_for(data, host), 4, 0)
+        run_selector(Bad(), ctx_for(data, host, 4, 0))

@@ -1,17 +1,38 @@
-"""Base classes of the algorithmic component kinds: distillers, coreset selectors, evaluators.
+"""One component model for every kind, and the bases and typed contexts of the algorithmic kinds.
 
-(Image encoders, text encoders and datasets have theirs in ``model``, ``text`` and ``data``.)
-Every component class has a lowercase ``name``, a docstring whose first line is its help text, and
-a nested frozen dataclass ``Config``; it is built as ``cls(config)``.
+Every component class (image and text encoders, datasets, distillers, selectors, evaluators,
+unroll backends) subclasses :class:`Component`: a lowercase ``name``, a docstring whose first line
+is its help text, a nested frozen dataclass ``Config`` holding its options, built as
+``cls(config)`` (image encoders also take ``image_size``), and the ``@abstractmethod``\\ s of its
+kind.  The kinds themselves are declared once, in :data:`vlcore.kinds.KINDS`.
+
+An algorithmic kind takes one typed context object: ``Distiller.distill(ctx)`` (a recipe, see
+:class:`Distiller`), ``Selector.select(ctx)``, ``Evaluator.evaluate(ctx)``; a new field in a
+context changes no signature.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .progress import NULL, Progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .model import ModelSpec
+    from .pairset import PairSet
+    from .pipeline import PairData
+    from .recipe import RunState, StepResult
+    from .registry import PluginHost
+    from .trajectories import Buffer
 
 
-class Component:
+class Component(ABC):
+    """Base of every component kind."""
+
     name: ClassVar[str] = ""
 
     @dataclass(frozen=True)
@@ -23,68 +44,158 @@ class Component:
 
     @classmethod
     def summary(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        """The first line of the class docstring (its help text)."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
 
 
-class Evaluator(Component):
-    """Base class: scores a pair set by training fresh models on it."""
-
-    def evaluate(self, train, eval_data, spec, **kwargs) -> dict[str, Any]:
-        """Train on ``train`` (PairData), test on ``eval_data`` (PairData); return metrics."""
-        raise NotImplementedError
-
-
-@dataclass
-class DistillContext:
-    """What a distiller gets from ``vl distill``."""
-
-    spec: Any                      # ModelSpec (the buffer's)
-    buffer: Any                    # vlcore.trajectories.Buffer
-    train: Any                # the real training split (images, caption embeddings, captions)
-    out: Path
-    eval_data: Any | None = None   # the dev split for periodic evaluation (never test)
-    dataset_info: dict | None = None
-    device: str = "cpu"
-    seed: int = 0
-    resume: bool = False
-    host: Any = None
-    progress: bool = True
-    eval_options: dict | None = None
-
-
-class Distiller(Component):
-    """Base class: synthesises a small pair set from a dataset (and expert trajectories)."""
-
-    def distill(self, ctx: DistillContext) -> Any:
-        """Return a :class:`vlcore.pairset.PairSet` (also saved into ``ctx.out``)."""
-        raise NotImplementedError
-
-
+# =========================================================================== selectors
 @dataclass
 class SelectContext:
     """What a selector gets from ``vl coreset``."""
 
-    train: Any                      # PairData: the real training split
-    spec: Any                       # ModelSpec (the buffer's when a buffer is given)
-    buffer: Any | None = None       # vlcore.trajectories.Buffer, optional
+    train: PairData                 # the real training split
+    spec: ModelSpec                 # the buffer's when a buffer is given
+    budget: int = 100               # pairs to choose
+    seed: int = 0
+    buffer: Buffer | None = None
     device: str = "cpu"
-    host: Any = None
-    progress: bool = True
-    dataset_info: dict | None = None
+    host: PluginHost | None = None
+    progress: Progress = NULL
+    dataset_info: dict = field(default_factory=dict)
 
 
 @dataclass
 class Selection:
-    """Pair indices into ``ctx.train`` in the order chosen, plus JSON diagnostics (meta["selection"])."""
+    """Pair indices into ``ctx.train`` in the order chosen, JSON diagnostics (meta["selection"]) and
+    a one-line summary of them for the console (e.g. ``mean error 0.012``)."""
 
     indices: Any                    # torch.LongTensor (budget,)
     info: dict = field(default_factory=dict)
+    summary: str = ""
 
 
 class Selector(Component):
     """Base class: chooses a budget of real pairs (a coreset)."""
 
-    def select(self, ctx: SelectContext, budget: int, seed: int) -> "Selection":
-        """Return ``budget`` distinct pair indices of ``ctx.train`` (a Selection, tensor or list);
+    @abstractmethod
+    def select(self, ctx: SelectContext) -> Selection:
+        """Return ``ctx.budget`` distinct pair indices of ``ctx.train`` (a Selection, tensor or list);
         raise ConfigError for a budget < 1 or larger than the pairs (images with unique_images)."""
-        raise NotImplementedError
+
+
+# =========================================================================== evaluators
+@dataclass
+class EvalContext:
+    """What an evaluator gets: the pairs to train on and the split to measure on."""
+
+    train: PairData                 # a pair set (or a real split) as pair data
+    eval_data: PairData             # the evaluation split
+    spec: ModelSpec
+    #: learned step sizes of a distilled set (None: the evaluator's default)
+    lr_img: float | None = None
+    lr_txt: float | None = None
+    device: str = "cpu"
+    host: PluginHost | None = None
+    progress: Progress = NULL
+
+
+class Evaluator(Component):
+    """Base class: scores a pair set by training fresh models on it."""
+
+    @abstractmethod
+    def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
+        """Train on ``ctx.train``, test on ``ctx.eval_data``; return metrics (the six recalls in %)."""
+
+
+# =========================================================================== distillers
+@dataclass
+class DistillContext:
+    """What a distiller gets from ``vl distill``."""
+
+    spec: ModelSpec                 # the buffer's
+    buffer: Buffer
+    train: PairData                 # the real training split (images, caption embeddings, captions)
+    out: Path
+    eval_data: PairData | None = None   # the dev split for periodic evaluation (never test)
+    dataset_info: dict = field(default_factory=dict)
+    device: str = "cpu"
+    seed: int = 0
+    resume: bool = False
+    host: PluginHost | None = None
+    progress: Progress = NULL
+    eval_options: dict = field(default_factory=dict)
+
+
+class Distiller(Component):
+    """Base class: synthesises a small pair set, as a *recipe* of overridable steps.
+
+    :meth:`distill` runs the shared loop (:func:`vlcore.recipe.run`), which owns resume, the
+    non-finite guards (gradient and state), checkpoints, periodic dev evaluation, progress and
+    figures, and calls, in order::
+
+        state = setup(ctx)                      # validate, build what the run needs
+        init_synthetic(ctx, state)              # the initial learned tensors and their optimisers
+        state = load_checkpoint(ctx, state, path)   # resuming: the saved values into them
+        for each outer iteration:
+            result = step(ctx, state)           # the outer loss and its gradients
+            ... the loop applies them with state.optimizers, guards, logs ...
+            evaluate(ctx, state)                # every eval_every iterations
+            save_checkpoint(ctx, state, path)   # every checkpoint_every iterations
+        return finalise(ctx, state)             # the pair set (the loop saves it into ctx.out)
+        figures(ctx, state, pair_set)           # PNGs of the run
+
+    A method overrides the steps that differ and nothing else; trajectory-matching methods
+    subclass :class:`vlcore.matching.TrajectoryMatching`, which also has ``inner_loss`` (the
+    student's loss on a synthetic minibatch).  Its Config needs ``iterations``,
+    ``checkpoint_every``, ``eval_every`` and ``max_failures`` (the loop reads them).
+    """
+
+    def distill(self, ctx: DistillContext) -> PairSet:
+        """Run the recipe; return the pair set (also saved into ``ctx.out``)."""
+        from .recipe import run
+
+        return run(self, ctx)
+
+    @abstractmethod
+    def setup(self, ctx: DistillContext) -> RunState:
+        """Validate the run and build what it needs; return an empty run state."""
+
+    @abstractmethod
+    def init_synthetic(self, ctx: DistillContext, state: RunState) -> None:
+        """Fill ``state.learned`` (and its optimisers) with the initial synthetic set."""
+
+    @abstractmethod
+    def step(self, ctx: DistillContext, state: RunState) -> StepResult:
+        """One outer iteration: the loss and the gradients of ``state.learned`` (not applied)."""
+
+    def evaluate(self, ctx: DistillContext, state: RunState) -> dict | None:
+        """Dev metrics of the current set (None: no evaluation)."""
+        return None
+
+    def save_checkpoint(self, ctx: DistillContext, state: RunState, path: Path) -> None:
+        from .checkpoint import save_state
+
+        save_state(state, path)
+
+    def load_checkpoint(self, ctx: DistillContext, state: RunState, path: Path) -> RunState:
+        """The saved state of ``path``, into the freshly set-up ``state`` (its tensors give the shapes)."""
+        from .checkpoint import load_state
+
+        return load_state(state, path)
+
+    def check_state(self, state: RunState) -> str | None:
+        """After an update: None when the learned tensors are acceptable, else what is wrong (the
+        loop then rolls the update back)."""
+        return None
+
+    @abstractmethod
+    def snapshot(self, ctx: DistillContext, state: RunState) -> PairSet:
+        """The current synthetic set as a pair set (not saved)."""
+
+    def finalise(self, ctx: DistillContext, state: RunState) -> PairSet:
+        """The final pair set (the loop saves it into ``ctx.out``); default: the last snapshot."""
+        return self.snapshot(ctx, state)
+
+    def figures(self, ctx: DistillContext, state: RunState, ps: PairSet) -> None:
+        """PNGs of the run (default: none)."""

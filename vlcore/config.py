@@ -105,16 +105,65 @@ def build_config(cls: type, options: Mapping[str, Any] | None = None, *, owner: 
         raise ConfigError(f"{label}: {exc}") from None
 
 
-def config_to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg or {})
+@dataclasses.dataclass(frozen=True)
+class OptionInfo:
+    """One option of a component's Config, for help texts and derived command-line flags."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    #: the component kind a string option names (field metadata ``{"kind": ...}``), e.g. an unroll backend
+    kind: str | None = None
 
 
-def describe_options(cls: type) -> list[tuple[str, str, Any]]:
-    """(name, type, default) of every option, for help texts."""
+def describe_options(cls: type) -> list[OptionInfo]:
+    """Every option of the Config dataclass ``cls``: name, annotated type, default and help (the
+    field's ``metadata["help"]``, else the ``#:`` comment above it in the class body, searched
+    through the base classes too)."""
     hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
     out = []
     for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        out.append((f.name, getattr(hints[f.name], "__name__", str(hints[f.name])), default))
+        out.append(OptionInfo(f.name, hints[f.name], default, f.metadata.get("help") or comments.get(f.name, ""),
+                              f.metadata.get("kind")))
     return out
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """``#:`` comments directly above each field assignment in the source of ``cls`` and its bases
+    (Sphinx's convention); the most derived class wins.  Classes without source give none."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        out.update(_class_comments(klass))
+    return out
+
+
+def _class_comments(klass: type) -> dict[str, str]:
+    import inspect
+    import re
+    import textwrap
+
+    try:
+        src = textwrap.dedent(inspect.getsource(klass))
+    except (OSError, TypeError):
+        return {}
+    found, pending = {}, []
+    field_re = re.compile(r"^\s+(\w+)\s*:[^=]*(=|$)")
+    for line in src.splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        m = field_re.match(line)
+        if m and pending:
+            found[m.group(1)] = " ".join(pending)
+        if stripped:
+            pending = []
+    return found

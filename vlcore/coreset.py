@@ -22,14 +22,15 @@ def as_selection(result: Any) -> Selection:
     return Selection(torch.as_tensor(result, dtype=torch.long).reshape(-1), {})
 
 
-def run_selector(selector: Selector, ctx: SelectContext, budget: int, seed: int) -> PairSet:
+def run_selector(selector: Selector, ctx: SelectContext) -> PairSet:
     """Run ``selector`` and turn its choice into a pair-set artifact (not yet saved).
 
-    Checks the answer: ``budget`` distinct pair indices of the training split, one per image when
-    the selector's config has ``unique_images`` on.
+    Checks the answer: ``ctx.budget`` distinct pair indices of the training split, one per image
+    when the selector's config has ``unique_images`` on.
     """
     t0 = time.time()
-    sel = as_selection(selector.select(ctx, budget, seed))
+    budget, seed = ctx.budget, ctx.seed
+    sel = as_selection(selector.select(ctx))
     idx = sel.indices.to(torch.long).cpu()
     train = ctx.train
     name = getattr(selector, "name", type(selector).__name__)
@@ -42,13 +43,16 @@ def run_selector(selector: Selector, ctx: SelectContext, budget: int, seed: int)
     cfg = getattr(selector, "config", None)
     if getattr(cfg, "unique_images", False) and train.pair_image[idx].unique().numel() != idx.numel():
         raise VLError(f"selector '{name}' returned two captions of one image although unique_images is on.")
-    return coreset_pairset(train, idx, method=name, config=cfg, seed=seed, spec=ctx.spec,
-                           dataset_info=ctx.dataset_info, selection=sel.info,
-                           seconds=round(time.time() - t0, 2), buffer=ctx.buffer)
+    ps = coreset_pairset(train, idx, method=name, config=cfg, seed=seed, spec=ctx.spec,
+                         dataset_info=ctx.dataset_info, selection=sel.info,
+                         seconds=round(time.time() - t0, 2), buffer=ctx.buffer)
+    ps.meta["summary"] = sel.summary
+    return ps
 
 
 def source_ids(train, idx: torch.Tensor) -> list[tuple[str, int]] | None:
-    """(image id, caption index within that image) of each pair, when the split is known."""
+    """(image id, caption index within that image) of each pair ``idx`` of ``train`` (PairData),
+    when its split is known: what a coreset selected, or what a distilled set started from."""
     if train.split is None:
         return None
     pairs = train.split.pairs()

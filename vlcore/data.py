@@ -7,14 +7,17 @@ chosen size (cached on disk).
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 
-from .errors import DataError
+from .components import Component
+from .errors import DataError, suggest
 from .io import atomic_path, cache_dir, fingerprint
+from .progress import NULL, Progress
 
 log = logging.getLogger(__name__)
 
@@ -76,31 +79,28 @@ class Split:
                      f"{self.source}[:{n}]")
 
 
-class Dataset:
+class Dataset(Component):
     """Base class of dataset components.
 
     Subclasses set ``name``, a ``Config`` dataclass (with at least ``root`` and ``limit``) and
-    implement :meth:`load_split`.
+    implement :meth:`splits` and :meth:`load_split`.
     """
 
-    name: ClassVar[str] = ""
     #: the split used for evaluation during development when none is named
     default_eval_split: ClassVar[str] = "dev"
 
-    def __init__(self, config):
-        self.config = config
-
+    @abstractmethod
     def splits(self) -> list[str]:
-        raise NotImplementedError
+        """The names of the splits this dataset has (e.g. train, dev, test)."""
 
+    @abstractmethod
     def load_split(self, split: str) -> Split:
-        raise NotImplementedError
+        """The split ``split`` (its name already checked); raise DataError naming any bad file."""
 
     def split(self, split: str) -> Split:
         """:meth:`load_split` with the name checked and ``config.limit`` applied."""
         names = self.splits()
         if split not in names:
-            from .errors import suggest
             raise DataError(f"Dataset '{self.name}' has no split '{split}'.{suggest(split, names)} "
                             f"Available: {', '.join(names)}.")
         s = self.load_split(split)
@@ -117,7 +117,7 @@ def pil_to_uint8(img, size: int) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-def load_images(split: Split, size: int, *, progress: bool = False, use_cache: bool = True) -> torch.Tensor:
+def load_images(split: Split, size: int, *, progress: Progress = NULL, use_cache: bool = True) -> torch.Tensor:
     """All images of ``split`` as a (N, 3, size, size) uint8 tensor, cached on disk."""
     from safetensors.torch import load_file, save_file
 
@@ -129,12 +129,10 @@ def load_images(split: Split, size: int, *, progress: bool = False, use_cache: b
         except Exception:  # a corrupt cache entry is rebuilt
             log.warning("ignoring unreadable cache file %s", path)
     out = torch.empty((split.num_images, 3, size, size), dtype=torch.uint8)
-    it = range(split.num_images)
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc=f"loading {split.dataset}/{split.name} images", unit="img", leave=False)
-    for i in it:
-        out[i] = pil_to_uint8(split.loader(i), size)
+    with progress.task(f"loading {split.dataset}/{split.name} images", split.num_images, unit="img") as task:
+        for i in range(split.num_images):
+            out[i] = pil_to_uint8(split.loader(i), size)
+            task.update(1)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

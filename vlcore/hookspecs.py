@@ -1,50 +1,36 @@
-"""The hooks a vlcore plugin may implement.  Each ``register_*`` hook receives a ``register``
-callback and calls it with component *classes* (not instances): ``register(MyEncoder)``.
+"""The hooks a vlcore plugin may implement, one per component kind (generated from
+:data:`vlcore.kinds.KINDS`), plus ``register_commands``.
 
-A component class has a lowercase ``name`` attribute, a docstring (its one-line help), and a nested
-frozen dataclass ``Config`` holding its options; it is built with ``cls(config)``.
+Each ``register_*`` hook receives a ``register`` callback and calls it with component *classes*
+(not instances): ``register(MyEncoder)``.  A component class subclasses its kind's base class, has
+a lowercase ``name``, a docstring (its one-line help) and a nested frozen dataclass ``Config``
+holding its options; it is built with ``cls(config)`` (image encoders: ``cls(config,
+image_size=...)``).
 """
 from __future__ import annotations
 
 import pluggy
 
+from .kinds import KINDS
+
 hookspec = pluggy.HookspecMarker("vlcore")
 hookimpl = pluggy.HookimplMarker("vlcore")
 
 
-@hookspec
-def register_image_encoders(register):
-    """Register image encoder classes (subclasses of ``vlcore.model.ImageEncoder``)."""
+def _make_spec(kind):
+    def spec(register):
+        pass
+
+    base = kind.base.replace(":", ".")
+    spec.__name__ = spec.__qualname__ = kind.hook
+    spec.__doc__ = f"Register {kind.doc} (subclasses of ``{base}``)."
+    spec.__module__ = __name__
+    return hookspec(spec)
 
 
-@hookspec
-def register_text_encoders(register):
-    """Register frozen text encoder classes (subclasses of ``vlcore.text.TextEncoder``)."""
-
-
-@hookspec
-def register_datasets(register):
-    """Register dataset classes (subclasses of ``vlcore.data.Dataset``)."""
-
-
-@hookspec
-def register_distillers(register):
-    """Register distiller classes (subclasses of ``vlcore.components.Distiller``)."""
-
-
-@hookspec
-def register_selectors(register):
-    """Register coreset selector classes (subclasses of ``vlcore.components.Selector``)."""
-
-
-@hookspec
-def register_evaluators(register):
-    """Register evaluator classes (subclasses of ``vlcore.components.Evaluator``)."""
-
-
-@hookspec
-def register_unroll_backends(register):
-    """Register unroll backends (subclasses of ``vlcore.unroll.UnrollBackend``) used by distillers."""
+for _kind in KINDS.values():
+    globals()[_kind.hook] = _make_spec(_kind)
+del _kind
 
 
 @hookspec

@@ -71,6 +71,13 @@ def recall_curve(tr_rank: torch.Tensor, ir_rank: torch.Tensor, max_k: int = 50) 
             "ir": [100.0 * (ir_rank < k).float().mean().item() for k in ks]}
 
 
+def mean_curve(curves: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """The pointwise mean of several recall curves with the same K."""
+    n = len(curves)
+    ks = curves[0]["k"]
+    return {"k": ks, **{side: [sum(c[side][j] for c in curves) / n for j in range(len(ks))] for side in ("tr", "ir")}}
+
+
 def aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
     """Mean and (population) std over seeds of each metric: keys ``x`` and ``x_std``."""
     import statistics

@@ -1,78 +1,86 @@
 """The CLIP-style dual encoder of Wu et al.: image encoder (+ optional head), frozen text encoder
-outputs through a trainable projection head, and the symmetric contrastive loss.
+outputs through a trainable projection head.
 
-The contrastive loss lives here and nowhere else: experts, the distillation inner loop and the
-evaluator all call :func:`contrastive_loss` with the same temperature (0.07), which fixes the
-public code's log(1/T) scaling bug by construction.
+The losses live in :mod:`vlcore.losses` (one contrastive loss, T = 0.07, for experts, the
+distillation inner loop and evaluation alike).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from abc import abstractmethod
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TEMPERATURE = 0.07
+from .components import Component
 
 #: mean / std for the usual ImageNet preprocessing
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
-    """Symmetric InfoNCE with identity targets: pair i matches pair i.
-
-    Both sides are L2-normalised; logits are cosine similarities divided by ``temperature``.
-    """
-    img = F.normalize(img, dim=-1)
-    txt = F.normalize(txt, dim=-1)
-    logits = img @ txt.t() / temperature
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+TRAINABLE_MODES = ("full", "frozen", "lora")
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(Component, nn.Module):
     """Base class of image encoder components.
 
     ``forward`` takes images in [0, 1] (N, 3, H, W) and returns (N, feature_dim) features; it
     applies the encoder's own normalisation (``mean``/``std``) first, so pixel-space synthetic
-    images work with any encoder.  Subclasses set ``name``, ``Config`` and build their network in
-    ``__init__(config, image_size)``.  ``lora_targets`` names the linear layers LoRA may adapt.
+    images work with any encoder.  Subclasses set ``name``, ``Config``, build their network in
+    ``__init__(config, image_size)`` and implement :meth:`features`.
+
+    What an encoder knows about itself it declares here, so no other code tests its name:
+    ``default_trainable`` (what ``vl`` trains when the user does not say), ``default_image_size``,
+    ``has_pretrained`` (whether ``pretrained=auto`` loads weights) and ``lora_targets`` (the linear
+    layers LoRA may adapt).
     """
 
-    name: ClassVar[str] = ""
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     lora_targets: ClassVar[tuple[str, ...]] = ()
+    #: pretrained encoders default to a frozen backbone (heads only), random-init ones to full training
+    default_trainable: ClassVar[str] = "frozen"
+    default_image_size: ClassVar[int] = 112
+    #: whether ``pretrained=auto`` gives pretrained weights (False: a random initialisation)
+    has_pretrained: ClassVar[bool] = True
 
     def __init__(self, config, image_size: int):
-        super().__init__()
-        self.config = config
+        nn.Module.__init__(self)
+        Component.__init__(self, config)
         self.image_size = image_size
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
 
     feature_dim: int = 0
 
+    @classmethod
+    def random_init(cls, options: dict | None) -> bool:
+        """Whether an encoder built with these options starts from random weights."""
+        p = str((options or {}).get("pretrained", "auto")).strip().lower()
+        return p == "none" or (p == "auto" and not cls.has_pretrained)
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self._mean) / self._std
 
+    @abstractmethod
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Features of already-normalised images."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.normalise(x))
 
 
-class TextHead(nn.Module):
-    """REFERENCE.md's projection: p = Linear(d_txt -> d); LayerNorm(p + Dropout(Linear(GELU(p))))."""
+class ProjectionHead(nn.Module):
+    """REFERENCE.md's projection: p = Linear(d_in -> d); LayerNorm(p + Dropout(Linear(GELU(p)))).
 
-    def __init__(self, d_txt: int, d_out: int, dropout: float = 0.1):
+    The text head always; the image head too when ``image_head="mlp"`` (RepBlend's symmetric heads).
+    """
+
+    def __init__(self, d_in: int, d_out: int, dropout: float = 0.1):
         super().__init__()
-        self.proj = nn.Linear(d_txt, d_out)
+        self.proj = nn.Linear(d_in, d_out)
         self.fc = nn.Linear(d_out, d_out)
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(d_out)
@@ -94,8 +102,9 @@ class ModelSpec:
     #: full: all image-encoder weights train; frozen: only heads (backbone features can be cached);
     #: lora: low-rank adapters on the encoder's ``lora_targets`` (plus heads) train
     trainable: Literal["full", "frozen", "lora"] = "full"
-    #: "auto": none for full training (as published), linear for a frozen backbone
-    image_head: Literal["auto", "none", "linear"] = "auto"
+    #: "auto": none for full training (as published), linear for a frozen backbone; "mlp": a
+    #: projection head of the text head's form (RepBlend)
+    image_head: Literal["auto", "none", "linear", "mlp"] = "auto"
     #: joint embedding size when there is an image head (0: 256)
     embed_dim: int = 0
     dropout: float = 0.1
@@ -110,9 +119,18 @@ class ModelSpec:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
+    @property
+    def frozen(self) -> bool:
+        """Only the heads train: the backbone's features can be computed once (and cached)."""
+        return self.trainable == "frozen"
+
+    @property
+    def lora(self) -> bool:
+        return self.trainable == "lora"
+
     def resolved_head(self) -> str:
         if self.image_head == "auto":
-            return "linear" if self.trainable == "frozen" else "none"
+            return "linear" if self.frozen else "none"
         return self.image_head
 
 
@@ -126,23 +144,26 @@ class DualEncoder(nn.Module):
         self.spec = spec
         self.backbone = backbone
         head = spec.resolved_head()
-        if spec.trainable == "frozen" and head == "none":
-            raise ValueError("a frozen backbone needs an image head (image_head='linear'), or nothing "
+        if spec.frozen and head == "none":
+            raise ValueError("a frozen backbone needs an image head (image_head='linear' or 'mlp'), or nothing "
                              "on the image side would train")
         if head == "linear":
             d = spec.embed_dim or 256
             self.image_head = nn.Linear(backbone.feature_dim, d)
+        elif head == "mlp":
+            d = spec.embed_dim or 256
+            self.image_head = ProjectionHead(backbone.feature_dim, d, spec.dropout)
         else:
             d = backbone.feature_dim
             self.image_head = nn.Identity()
         self.embed_dim = d
         self.text_dim = text_dim
-        self.text_head = TextHead(text_dim, d, spec.dropout)
-        self.frozen = spec.trainable == "frozen"
+        self.text_head = ProjectionHead(text_dim, d, spec.dropout)
+        self.frozen = spec.frozen
         if self.frozen:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
-        elif spec.trainable == "lora":
+        elif spec.lora:
             add_lora(self.backbone, spec)
 
     # ----------------------------------------------------------------- forward
@@ -183,9 +204,6 @@ class DualEncoder(nn.Module):
         """Trainable parameters by name, optionally of one modality ("img" or "txt")."""
         return {n: p for n, p in self.named_parameters()
                 if p.requires_grad and (modality is None or self.modality_of(n) == modality)}
-
-    def num_trainable(self, modality: str | None = None) -> int:
-        return sum(p.numel() for p in self.trainable_named(modality).values())
 
 
 def add_lora(backbone: ImageEncoder, spec: ModelSpec) -> None:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import build_config
 from .data import Dataset, Split, load_images, to_float
 from .errors import IncompatibleError
 from .io import atomic_path, cache_dir, fingerprint
 from .model import DualEncoder, ImageEncoder, ModelSpec
+from .progress import NULL, Progress
 from .registry import PluginHost, get_host
 from .text import TextEncoder, embed_texts
 
@@ -38,6 +38,9 @@ class PairData:
     key: str | None = None
     captions: list[str] | None = None
     split: Split | None = None
+    #: (N, N) soft targets of a learned-similarity pair set (LoRS): trained on with the similarity
+    #: loss instead of the contrastive one
+    similarity: torch.Tensor | None = None
 
     @property
     def num_pairs(self) -> int:
@@ -83,11 +86,9 @@ def build_text_encoder(spec: ModelSpec, host: PluginHost | None = None) -> TextE
 def build_backbone(spec: ModelSpec, host: PluginHost | None = None, seed: int = 0) -> ImageEncoder:
     """The spec's image encoder.  Any randomly initialised weights come from ``seed`` (a frozen
     backbone always uses seed 0, so its cached features are the same everywhere)."""
-    cls = _host(host).get("image_encoder", spec.encoder)
-    cfg = build_config(cls.Config, spec.encoder_options, owner=f"image encoder '{cls.name}'")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0 if spec.trainable == "frozen" else seed)
-        return cls(cfg, image_size=spec.image_size)
+        torch.manual_seed(0 if spec.frozen else seed)
+        return _host(host).create("image_encoder", spec.encoder, spec.encoder_options, image_size=spec.image_size)
 
 
 def build_model(spec: ModelSpec, text_dim: int, seed: int = 0, host: PluginHost | None = None,
@@ -99,7 +100,7 @@ def build_model(spec: ModelSpec, text_dim: int, seed: int = 0, host: PluginHost 
     return model.to(device)
 
 
-def split_data(split: Split, spec: ModelSpec, text_encoder: TextEncoder, *, progress: bool = False) -> PairData:
+def split_data(split: Split, spec: ModelSpec, text_encoder: TextEncoder, *, progress: Progress = NULL) -> PairData:
     """A real split as pair data: all images at the spec's size, every caption embedded."""
     images = load_images(split, spec.image_size, progress=progress)
     text = embed_texts(text_encoder, split.flat_captions(), progress=progress)
@@ -114,25 +115,46 @@ def backbone_key(spec: ModelSpec) -> str:
 
 @torch.no_grad()
 def compute_features(backbone: ImageEncoder, images: torch.Tensor, *, batch_size: int = 128,
-                     device: str | torch.device = "cpu", progress: bool = False) -> torch.Tensor:
+                     device: str | torch.device = "cpu", progress: Progress = NULL) -> torch.Tensor:
     """Backbone features of ``images`` (eval mode, no gradient), on the CPU."""
     was_training = backbone.training
     backbone.eval()
     out = []
-    it = range(0, images.shape[0], batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc="backbone features", unit="batch", leave=False)
-    for s in it:
-        x = to_float(images[s:s + batch_size]).to(device)
-        out.append(backbone(x).float().cpu())
+    with progress.task("backbone features", images.shape[0], unit="img") as task:
+        for s in range(0, images.shape[0], batch_size):
+            x = to_float(images[s:s + batch_size]).to(device)
+            out.append(backbone(x).float().cpu())
+            task.update(x.shape[0])
     backbone.train(was_training)
     return torch.cat(out) if out else torch.empty(0, backbone.feature_dim)
 
 
+def features_for(spec: ModelSpec, data: PairData, *, host: PluginHost | None = None, device="cpu",
+                 progress: Progress = NULL, backbone: ImageEncoder | None = None) -> torch.Tensor | None:
+    """The one answer to "features or images?": the (cached) backbone features of ``data`` when the
+    spec's backbone is frozen (only the heads train on them), else None (the model reads pixels)."""
+    if not spec.frozen:
+        return None
+    return image_features(spec, data, host=host, device=device, progress=progress, backbone=backbone)
+
+
+def image_features(spec: ModelSpec, data: PairData, *, host: PluginHost | None = None, device="cpu",
+                   progress: Progress = NULL, backbone: ImageEncoder | None = None,
+                   seed: int = 0) -> torch.Tensor:
+    """Backbone features of ``data.images`` through ``backbone`` (default: the spec's, built with
+    ``seed``); cached on disk unless the weights are a random initialisation that depends on a seed
+    (a frozen backbone is always built with seed 0, so its features are cached too)."""
+    bb = backbone if backbone is not None else build_backbone(spec, host, seed)
+    bb = bb.to(device)
+    if bb.random_init(spec.encoder_options) and not spec.frozen:
+        return compute_features(bb, data.images, device=device, progress=progress)
+    return cached_features(spec, bb, data, device=device, progress=progress)
+
+
 def cached_features(spec: ModelSpec, backbone: ImageEncoder, data: PairData, *, device="cpu",
-                    progress: bool = False) -> torch.Tensor:
-    """Frozen-backbone features of ``data.images``, cached on disk when ``data.key`` is set."""
+                    progress: Progress = NULL) -> torch.Tensor:
+    """Backbone features of ``data.images``, cached on disk when ``data.key`` is set (the cache is
+    keyed by the spec: use it for pretrained or seed-0 frozen backbones only)."""
     from safetensors.torch import load_file, save_file
 
     if data.key is None:

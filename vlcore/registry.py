@@ -21,23 +21,13 @@ import pluggy
 from . import hookspecs
 from .config import build_config
 from .errors import UnknownComponentError, VLError, suggest
+from .kinds import KINDS, Kind, normalise_kind  # noqa: F401 (normalise_kind re-exported)
 
 log = logging.getLogger(__name__)
 
 GROUP = "vlcore"
 ENV_ALLOW = "VL_LOAD_PLUGINS"
 
-#: kind -> hook name.  The kind strings are what ``vl list KIND`` accepts.
-KINDS: dict[str, str] = {
-    "image_encoder": "register_image_encoders",
-    "text_encoder": "register_text_encoders",
-    "dataset": "register_datasets",
-    "distiller": "register_distillers",
-    "selector": "register_selectors",
-    "evaluator": "register_evaluators",
-    "unroll_backend": "register_unroll_backends",
-}
-_NOUN = {k: k.replace("_", " ") for k in KINDS}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_.\-]*$")
 
 
@@ -59,19 +49,6 @@ class PluginInfo:
         return {"name": self.name, "package": self.package, "version": self.version,
                 "bundled": self.bundled, "module": self.module, "components": self.components,
                 **({"error": self.error} if self.error else {})}
-
-
-def normalise_kind(kind: str) -> str:
-    k = kind.strip().lower().replace("-", "_")
-    if k.endswith("s") and k[:-1] in KINDS:
-        k = k[:-1]
-    aliases = {"encoder": "image_encoder", "method": "selector", "unroll": "unroll_backend",
-               "backend": "unroll_backend", "coreset": "selector"}
-    k = aliases.get(k, k)
-    if k not in KINDS:
-        raise UnknownComponentError(
-            f"Unknown component kind '{kind}'.{suggest(k, KINDS)} Available: {', '.join(KINDS)}.")
-    return k
 
 
 class PluginHost:
@@ -143,30 +120,39 @@ class PluginHost:
         owner: dict[str, dict[str, str]] = {k: {} for k in KINDS}
         for info in self.plugins.values():
             info.components = {}
-        for kind, hookname in KINDS.items():
-            caller = getattr(self.pm.hook, hookname)
+        for kind in KINDS.values():
+            caller = getattr(self.pm.hook, kind.hook)
             for impl in reversed(caller.get_hookimpls()):
-                plugin_name = impl.plugin_name
-
-                def register(cls, _kind=kind, _plugin=plugin_name):
-                    name = getattr(cls, "name", None)
-                    if not isinstance(name, str) or not _NAME_RE.match(name):
-                        raise VLError(f"Plugin '{_plugin}' registered a {_NOUN[_kind]} {cls!r} without a "
-                                      f"valid lowercase 'name' attribute (got {name!r}).")
-                    if name in registry[_kind]:
-                        raise DuplicateComponentError(
-                            f"Duplicate {_NOUN[_kind]} name '{name}': registered by plugin "
-                            f"'{owner[_kind][name]}' and by plugin '{_plugin}'. Uninstall one of them, or "
-                            f"set {ENV_ALLOW} to the packages to load.")
-                    registry[_kind][name] = cls
-                    owner[_kind][name] = _plugin
-                    info = self.plugins.get(_plugin)
-                    if info is not None:
-                        info.components.setdefault(_kind, []).append(name)
-                    return cls
-
-                impl.function(register=register)
+                impl.function(register=self._registrar(kind, impl.plugin_name, registry[kind.name],
+                                                       owner[kind.name]))
         self._registry, self._owner = registry, owner
+
+    def _registrar(self, kind: Kind, plugin: str, items: dict[str, type], owner: dict[str, str]):
+        """The ``register`` callback a plugin's hook gets for ``kind``: checks the class (a class,
+        of the kind's base, with a valid lowercase name not taken by another plugin)."""
+        base = kind.base_class()
+
+        def register(cls):
+            name = getattr(cls, "name", None)
+            if not isinstance(cls, type) or not issubclass(cls, base):
+                raise VLError(f"Plugin '{plugin}' registered {cls!r} as a {kind.noun}, but a {kind.noun} must be "
+                              f"a class subclassing {base.__module__}.{base.__qualname__}.")
+            if not isinstance(name, str) or not _NAME_RE.match(name):
+                raise VLError(f"Plugin '{plugin}' registered a {kind.noun} {cls!r} without a "
+                              f"valid lowercase 'name' attribute (got {name!r}).")
+            if name in items:
+                raise DuplicateComponentError(
+                    f"Duplicate {kind.noun} name '{name}': registered by plugin "
+                    f"'{owner[name]}' and by plugin '{plugin}'. Uninstall one of them, or "
+                    f"set {ENV_ALLOW} to the packages to load.")
+            items[name] = cls
+            owner[name] = plugin
+            info = self.plugins.get(plugin)
+            if info is not None:
+                info.components.setdefault(kind.name, []).append(name)
+            return cls
+
+        return register
 
     @property
     def registry(self) -> dict[str, dict[str, type]]:
@@ -178,8 +164,9 @@ class PluginHost:
         return sorted(self.registry[normalise_kind(kind)])
 
     def owner(self, kind: str, name: str) -> str:
-        self.registry
-        return self._owner[normalise_kind(kind)][name]
+        kind = normalise_kind(kind)
+        self.get(kind, name)  # builds the registry; unknown names raise
+        return self._owner[kind][name]
 
     def get(self, kind: str, name: str) -> type:
         kind = normalise_kind(kind)
@@ -187,32 +174,32 @@ class PluginHost:
         key = name.strip().lower() if isinstance(name, str) else name
         if key in items:
             return items[key]
-        noun = _NOUN[kind]
         avail = ", ".join(sorted(items)) or "(none installed)"
-        raise UnknownComponentError(f"Unknown {noun} '{name}'.{suggest(str(key), items)} Available: {avail}.")
+        raise UnknownComponentError(f"Unknown {KINDS[kind].noun} '{name}'.{suggest(str(key), items)} "
+                                    f"Available: {avail}.")
 
-    def create(self, kind: str, name: str, options: dict | None = None):
-        """Build a component: look up its class, build its Config strictly, construct it."""
+    def config(self, kind: str, name: str, options: dict | None = None):
+        """The component's Config built strictly from ``options`` (unknown keys, wrong types: ConfigError)."""
         cls = self.get(kind, name)
-        cfg_cls = getattr(cls, "Config", None)
-        if cfg_cls is None:
-            if options:
-                raise VLError(f"{_NOUN[normalise_kind(kind)]} '{name}' takes no options (got {', '.join(options)}).")
-            return cls()
-        cfg = build_config(cfg_cls, options, owner=f"{_NOUN[normalise_kind(kind)]} '{cls.name}'")
-        return cls(cfg)
+        return build_config(cls.Config, options, owner=f"{KINDS[normalise_kind(kind)].noun} '{cls.name}'")
+
+    def create(self, kind: str, name: str, options: dict | None = None, **init: Any):
+        """Build a component: look up its class, build its Config strictly, construct it with
+        ``cls(config, **init)`` (image encoders take ``image_size=``)."""
+        cls = self.get(kind, name)
+        return cls(self.config(kind, name, options), **init)
 
     def add_commands(self, cli) -> None:
         self.pm.hook.register_commands(cli=cli)
 
     def plugin_table(self) -> list[PluginInfo]:
-        self.registry
+        self._build()  # fills each plugin's components
         return list(self.plugins.values()) + self.failed
 
 
 def _explain_invalid(plugin: Any, exc: Exception) -> str:
     """Name the misspelled hooks of ``plugin`` with a suggestion, else pluggy's own message."""
-    hooks = [n for n in dir(hookspecs) if n.startswith("register_")]
+    hooks = [k.hook for k in KINDS.values()] + ["register_commands"]
     bad = []
     for attr in dir(plugin):
         if getattr(getattr(plugin, attr, None), f"{GROUP}_impl", None) is not None and attr not in hooks:

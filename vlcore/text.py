@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Sequence
+from abc import abstractmethod
+from typing import Sequence
 
 import torch
 
+from .components import Component
 from .io import atomic_path, cache_dir, fingerprint
+from .progress import NULL, Progress
 
 log = logging.getLogger(__name__)
 
 
-class TextEncoder:
+class TextEncoder(Component):
     """Base class of text encoder components: frozen, maps captions to fixed vectors.
 
     Subclasses set ``name`` and ``Config`` and implement :attr:`dim`, :meth:`identity` (a string that
@@ -19,24 +22,21 @@ class TextEncoder:
     :meth:`encode`.  Models are loaded lazily on the first :meth:`encode`.
     """
 
-    name: ClassVar[str] = ""
-
-    def __init__(self, config):
-        self.config = config
-
     @property
+    @abstractmethod
     def dim(self) -> int:
-        raise NotImplementedError
+        """The embedding size (known without loading the model where possible)."""
 
+    @abstractmethod
     def identity(self) -> str:
-        raise NotImplementedError
+        """A string that changes whenever the produced embeddings would."""
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-        """(len(texts), dim) float32 embeddings on the CPU."""
-        raise NotImplementedError
+    @abstractmethod
+    def encode(self, texts: Sequence[str], *, batch_size: int = 256, progress: Progress = NULL) -> torch.Tensor:
+        """(len(texts), dim) float32 embeddings on the CPU; reports texts done to ``progress``."""
 
 
-def embed_texts(encoder: TextEncoder, texts: Sequence[str], *, progress: bool = False,
+def embed_texts(encoder: TextEncoder, texts: Sequence[str], *, progress: Progress = NULL,
                 use_cache: bool = True, label: str = "captions") -> torch.Tensor:
     """Encode ``texts`` with ``encoder``, caching the result on disk.
 

@@ -1,6 +1,11 @@
-"""Training a dual encoder on pair data with SGD (experts, evaluation models, the full-data model).
+"""Training a dual encoder on pair data with SGD (experts, evaluation models, selectors' quick
+models, the full-data model).
 
-With a frozen backbone, features are computed once and only the heads train.
+One :class:`SGDConfig` describes the optimisation everywhere; the configs that train a model
+(experts, the evaluator, the selectors) extend it with their own defaults.  With a frozen backbone,
+features are computed once and only the heads train.  Pair data carrying learned similarity targets
+(a LoRS set) trains with :func:`vlcore.losses.similarity_bce_loss` on them, anything else with the
+contrastive loss.
 """
 from __future__ import annotations
 
@@ -12,40 +17,77 @@ from typing import Callable
 import torch
 
 from .data import to_float
-from .model import DualEncoder, contrastive_loss
+from .errors import ConfigError
+from .losses import contrastive_loss, similarity_bce_loss
+from .model import DualEncoder
 from .pipeline import PairData
+from .progress import NULL, Progress
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class SGDConfig:
+    """Minibatch SGD of a dual encoder's trainable parameters."""
+
+    #: passes over the training pairs
     epochs: int = 50
+    #: pairs per SGD step
     batch_size: int = 64
-    lr_img: float = 0.1
-    lr_txt: float = 0.1
+    #: SGD learning rate (both modalities)
+    lr: float = 0.1
+    #: SGD momentum
     momentum: float = 0.9
+    #: SGD weight decay (L2)
     weight_decay: float = 5e-4
-    #: drop the last incomplete batch when it has fewer than this many pairs
-    min_batch: int = 2
+
+    def check(self, owner: str = "training") -> None:
+        """Raise ConfigError for values no training can use."""
+        if self.epochs < 1:
+            raise ConfigError(f"{owner}: epochs must be at least 1 (got {self.epochs}).")
+        if self.batch_size < 2:
+            raise ConfigError(f"{owner}: batch_size must be at least 2 (got {self.batch_size}).")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"{owner}: lr must be a positive number (got {self.lr}).")
+        if not (0 <= self.momentum < 1):
+            raise ConfigError(f"{owner}: momentum must be in [0, 1) (got {self.momentum}).")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"{owner}: weight_decay must be >= 0 (got {self.weight_decay}).")
 
 
-def param_groups(model: DualEncoder, cfg: TrainConfig) -> list[dict]:
+@dataclass(frozen=True)
+class FullDataConfig(SGDConfig):
+    """The full-data model of ``vl train``: the upper bound every small set is compared with."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    #: seed of the model's initialisation and of the batch order
+    seed: int = 0
+
+
+#: drop the last incomplete batch when it has fewer than this many pairs
+MIN_BATCH = 2
+
+
+def param_groups(model: DualEncoder, lr_img: float, lr_txt: float) -> list[dict]:
     groups = []
-    for modality, lr in ((model.IMG, cfg.lr_img), (model.TXT, cfg.lr_txt)):
+    for modality, lr in ((model.IMG, lr_img), (model.TXT, lr_txt)):
         params = list(model.trainable_named(modality).values())
         if params:
             groups.append({"params": params, "lr": lr, "name": modality})
     return groups
 
 
-def train_model(model: DualEncoder, data: PairData, cfg: TrainConfig, *, seed: int = 0,
+def train_model(model: DualEncoder, data: PairData, cfg: SGDConfig, *, seed: int = 0,
+                lr_img: float | None = None, lr_txt: float | None = None,
                 features: torch.Tensor | None = None, device: str | torch.device = "cpu",
                 on_epoch: Callable[[int, DualEncoder], None] | None = None,
                 on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
-                progress: Callable[[int], None] | None = None) -> DualEncoder:
+                progress: Progress = NULL, desc: str = "training") -> DualEncoder:
     """Train ``model`` on ``data`` for ``cfg.epochs`` epochs of shuffled pair minibatches.
 
+    ``lr_img`` / ``lr_txt`` override ``cfg.lr`` per modality (a distilled set's learned step sizes).
     ``features``: precomputed backbone features of ``data.images`` (required for a frozen backbone,
     where only the heads train).  ``on_epoch(e, model)`` is called before the first epoch (e=0) and
     after each epoch e=1..T; ``on_batch(pair_idx, img_emb, txt_emb)`` after each forward pass.
@@ -54,39 +96,46 @@ def train_model(model: DualEncoder, data: PairData, cfg: TrainConfig, *, seed: i
         raise ValueError("a frozen-backbone model trains on precomputed features; pass features=")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout
-    opt = torch.optim.SGD(param_groups(model, cfg), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    li = cfg.lr if lr_img is None else lr_img
+    lt = cfg.lr if lr_txt is None else lr_txt
+    opt = torch.optim.SGD(param_groups(model, li, lt), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     text = data.text.to(device)
     pair_image = data.pair_image
     feats = features.to(device) if features is not None else None
+    similarity = data.similarity.to(device) if data.similarity is not None else None
     model.train()
     if on_epoch:
         on_epoch(0, model)
     n = data.num_pairs
-    for epoch in range(1, cfg.epochs + 1):
-        order = torch.randperm(n, generator=gen)
-        for s in range(0, n, cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
-            if len(idx) < cfg.min_batch:
-                continue
-            img_idx = pair_image[idx]
-            if feats is not None:
-                img_emb = model.embed_image_features(feats[img_idx.to(device)])
-            else:
-                img_emb = model.encode_image(to_float(data.images[img_idx]).to(device))
-            txt_emb = model.encode_text(text[idx.to(device)])
-            loss = contrastive_loss(img_emb, txt_emb)
-            if on_batch:
-                on_batch(idx, img_emb.detach(), txt_emb.detach())
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; "
-                                         f"lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if on_epoch:
-            on_epoch(epoch, model)
-        if progress:
-            progress(epoch)
+    with progress.task(desc, cfg.epochs, unit="epoch") as task:
+        for epoch in range(1, cfg.epochs + 1):
+            order = torch.randperm(n, generator=gen)
+            for s in range(0, n, cfg.batch_size):
+                idx = order[s:s + cfg.batch_size]
+                if len(idx) < MIN_BATCH:
+                    continue
+                img_idx = pair_image[idx]
+                if feats is not None:
+                    img_emb = model.embed_image_features(feats[img_idx.to(device)])
+                else:
+                    img_emb = model.encode_image(to_float(data.images[img_idx]).to(device))
+                txt_emb = model.encode_text(text[idx.to(device)])
+                if similarity is not None:
+                    i = idx.to(device)
+                    loss = similarity_bce_loss(img_emb, txt_emb, similarity[i][:, i])
+                else:
+                    loss = contrastive_loss(img_emb, txt_emb)
+                if on_batch:
+                    on_batch(idx, img_emb.detach(), txt_emb.detach())
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"the training loss became {loss.item()} at epoch {epoch} "
+                                             f"(learning rates {li:g} / {lt:g})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if on_epoch:
+                on_epoch(epoch, model)
+            task.update(1)
     model.eval()
     return model
 

@@ -16,15 +16,15 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from .errors import DataError, IncompatibleError
 from .io import atomic_path, read_json, versions, write_json
 from .model import DualEncoder, ModelSpec
-from .pipeline import PairData, build_backbone, build_model, cached_features
-from .train import TrainConfig, train_model
+from .pipeline import PairData, build_model, features_for
+from .progress import NULL, Progress
+from .train import SGDConfig, train_model
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,42 @@ FORMAT = "vlcore.buffer/1"
 MODALITIES = ("img", "txt")
 
 
+#: the paper's expert learning rate, for backbones whose weights train (full, lora)
+PAPER_LR = 0.1
+#: for a frozen backbone: at 0.1 the heads converge within one epoch and later epochs are SGD
+#: noise with nothing to match (benchmarks/RESULTS.md, "Choices made on dev")
+FROZEN_LR = 0.01
+
+
 @dataclass(frozen=True)
-class ExpertConfig:
+class ExpertConfig(SGDConfig):
+    """Stage 1: ``num_experts`` SGD runs on the full training split (REFERENCE.md: lr 0.1, no
+    momentum or weight decay, batch 128), parameters saved after every epoch."""
+
+    #: experts to train (each from its own seed)
     num_experts: int = 5
+    #: epochs per expert (its parameters are saved after each)
     epochs: int = 10
-    lr: float = 0.1
+    #: expert SGD learning rate; none: 0.1 (the paper's) when backbone weights train (full, lora), 0.01
+    #: for a frozen backbone, whose heads converge within one epoch at 0.1 so that later epochs are SGD
+    #: noise with nothing to match (see benchmarks/RESULTS.md)
+    lr: float | None = None
     momentum: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 128
+    #: base seed (expert i uses seed + 1000 i)
     seed: int = 0
+
+    def resolved(self, spec: ModelSpec) -> "ExpertConfig":
+        """This config with ``lr`` filled in for ``spec`` (what the buffer records)."""
+        from dataclasses import replace
+
+        return self if self.lr is not None else replace(self, lr=default_lr(spec))
+
+
+def default_lr(spec: ModelSpec) -> float:
+    """The expert learning rate when none is given: the paper's 0.1, or 0.01 for a frozen backbone."""
+    return FROZEN_LR if spec.frozen else PAPER_LR
 
 
 def flat(model: DualEncoder, modality: str) -> torch.Tensor:
@@ -89,9 +116,7 @@ def train_one_expert(spec: ModelSpec, data: PairData, cfg: ExpertConfig, index: 
             if v.numel():
                 snaps[f"{mod}.{e}"] = v.clone()
 
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr_img=cfg.lr, lr_txt=cfg.lr,
-                       momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    train_model(model, data, tcfg, seed=seed, features=features, device=device, on_epoch=on_epoch)
+    train_model(model, data, cfg.resolved(spec), seed=seed, features=features, device=device, on_epoch=on_epoch)
     with atomic_path(path) as tmp:
         save_file(snaps, str(tmp), metadata={"expert": str(index), "seed": str(seed), "epochs": str(cfg.epochs)})
     return path
@@ -162,9 +187,10 @@ class Buffer:
 
 
 def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str | os.PathLike, *,
-                  dataset_info: dict, device: str = "cpu", workers: int = 1,
-                  progress: Callable[[int], None] | None = None) -> Buffer:
+                  dataset_info: dict, device: str = "cpu", workers: int = 1, progress: Progress = NULL) -> Buffer:
     """Train ``cfg.num_experts`` experts into the buffer ``out``, skipping finished ones."""
+    cfg = cfg.resolved(spec)
+    cfg.check("experts")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     text_dim = int(data.text.shape[1])
@@ -184,18 +210,14 @@ def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str |
             raise IncompatibleError(f"'{out}' already holds a buffer made with other settings (model, data or "
                                     f"expert config). Choose another --out or delete it.")
     write_json(idx_path, index)
-    features = None
-    if spec.trainable == "frozen":
-        features = cached_features(spec, build_backbone(spec).to(device), data, device=device, progress=True)
+    features = features_for(spec, data, device=device, progress=progress)
     todo = [i for i in range(cfg.num_experts) if not (out / f"expert_{i:03d}.safetensors").exists()]
-    done = cfg.num_experts - len(todo)
-    if progress and done:
-        progress(done)
+    task = progress.task(f"experts ({spec.encoder}, {spec.trainable}, {data.num_pairs} pairs)", cfg.num_experts,
+                         unit="expert", initial=cfg.num_experts - len(todo))
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
             train_one_expert(spec, data, cfg, i, out / f"expert_{i:03d}.safetensors", features, device)
-            if progress:
-                progress(1)
+            task.update(1)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -208,8 +230,8 @@ def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str |
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
             for fut in as_completed([ex.submit(_worker, j) for j in jobs]):
                 fut.result()
-                if progress:
-                    progress(1)
+                task.update(1)
+    task.close()
     return Buffer(out)
 
 

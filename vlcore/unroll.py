@@ -1,41 +1,162 @@
-"""The unrolled student and the bi-trajectory loss: the math of the method, in one place each.
+"""The unrolled student and the bi-trajectory loss: the math of trajectory matching, in one place.
 
-A student starts from an expert's trainable parameters at epoch ``s`` and takes ``syn_steps``
-differentiable SGD steps on minibatches of the synthetic set with the contrastive loss (step size
-``lr_img`` for image-side parameters, ``lr_txt`` for text-side ones).  Its final parameters are
-compared with the expert's at epoch ``s + M``; gradients reach the synthetic images, the synthetic
-text embeddings and both step sizes.
+A student starts from an expert's trainable parameters at epoch ``s`` and takes ``steps``
+differentiable SGD steps, each on its own minibatch of the synthetic set (step size ``lr["img"]``
+for image-side parameters, ``lr["txt"]`` for text-side ones).  Its final parameters are compared
+with the expert's at epoch ``s + M`` (:func:`trajectory_loss`); the gradient of that loss reaches
+the synthetic set and the step sizes.
 
-How the model is run with substituted parameters is an *unroll backend* (a component): ``func``
-(torch.func.functional_call, the default) or ``higher`` (higher.monkeypatch).
+The student's parameters are one flat vector (:class:`ParamLayout` lays the named tensors out in
+it, image side first), so a step is one update ``theta - lr * grad`` whatever the model.  An
+:class:`Unroll` describes one trajectory to differentiate; an *unroll backend* (a component) says
+how: ``prepare(model)`` runs the model with substituted parameters, ``run(unroll, wrt)`` returns
+the loss and its gradients.  The base class keeps the whole graph (the reference); the bundled
+``checkpoint`` and ``tesla`` backends (``vlcore.plugins.unroll_backends``) trade it for memory.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Sequence
 
 import torch
 
-from .errors import VLError
-from .model import DualEncoder, contrastive_loss
+from .components import Component
+from .losses import contrastive_loss
+from .model import DualEncoder
 
 ForwardFn = Callable[..., tuple[torch.Tensor | None, torch.Tensor | None]]
+MODALITIES = ("img", "txt")
 
 
-class UnrollBackend:
-    """Base class: ``prepare(model)`` returns ``forward(params, **inputs) -> (img_emb, txt_emb)``
-    where ``params`` maps the model's trainable parameter names to (non-leaf) tensors."""
+class ParamLayout:
+    """Named parameter tensors laid out in one flat vector, one contiguous block per modality
+    (image side first)."""
 
-    name: ClassVar[str] = ""
+    def __init__(self, shapes: dict[str, torch.Size], modality: dict[str, str]):
+        order = [n for m in MODALITIES for n in shapes if modality[n] == m]
+        if len(order) != len(shapes):
+            unknown = sorted({modality[n] for n in shapes} - set(MODALITIES))
+            raise ValueError(f"unknown modalities {unknown}; expected {MODALITIES}")
+        self.names = order
+        self.shapes = [torch.Size(shapes[n]) for n in order]
+        self.sizes = [s.numel() for s in self.shapes]
+        self.modality = {n: modality[n] for n in order}
+        self.blocks: dict[str, slice] = {}
+        pos = 0
+        for m in MODALITIES:
+            n = sum(sz for name, sz in zip(order, self.sizes) if modality[name] == m)
+            if n:
+                self.blocks[m] = slice(pos, pos + n)
+            pos += n
+        self.numel = pos
 
-    def __init__(self, config=None):
-        self.config = config
+    @classmethod
+    def of(cls, params: dict[str, torch.Tensor], modality: dict[str, str]) -> "ParamLayout":
+        return cls({n: p.shape for n, p in params.items()}, modality)
 
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([params[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views of ``flat`` by name (differentiable: gradients flow back to ``flat``)."""
+        return {n: t.view(s) for n, t, s in zip(self.names, torch.split(flat, self.sizes), self.shapes)}
+
+    def lr_vector(self, lr: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each parameter's step size, as one vector (differentiable in ``lr``)."""
+        return torch.cat([lr[m].reshape(1).expand(b.stop - b.start) for m, b in self.blocks.items()])
+
+
+def trajectory_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor,
+                    layout: ParamLayout) -> tuple[torch.Tensor, dict[str, float]]:
+    """Bi-trajectory matching loss of flat parameter vectors: for each modality,
+    ||student - target||^2 / ||start - target||^2, summed over the modalities.
+
+    Each modality is normalised by its own expert displacement.  Returns the loss and the
+    per-modality terms (as floats, for logging).
+    """
+    total = None
+    parts: dict[str, float] = {}
+    for m, b in layout.blocks.items():
+        num = ((student[b] - target[b]) ** 2).sum()
+        den = ((start[b] - target[b]) ** 2).sum()
+        term = num / den.clamp_min(1e-12)
+        parts[m] = float(term.detach())
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("no parameters to match")
+    return total, parts
+
+
+@dataclass
+class Unroll:
+    """One student trajectory: ``steps`` SGD steps from ``start`` with step sizes ``lr``.
+
+    ``step_loss(params, k)`` is the student's loss at step ``k`` with parameters ``params`` (a
+    dict of named tensors): it reads the synthetic set (and anything else it closes over) and must
+    be deterministic in ``k`` (a backend may call it again for the same step; random draws, e.g.
+    dropout, are replayed from the RNG state the backend saves).
+    """
+
+    layout: ParamLayout
+    start: torch.Tensor            # flat, detached
+    target: torch.Tensor           # flat, detached
+    lr: dict[str, torch.Tensor]    # modality -> step size (may require grad)
+    steps: int
+    step_loss: Callable[[dict[str, torch.Tensor], int], torch.Tensor]
+
+    def update(self, theta: torch.Tensor, k: int, *, create_graph: bool) -> torch.Tensor:
+        """theta_{k+1} = theta_k - lr * grad of step k's loss at theta_k (``theta`` requires grad)."""
+        loss = self.step_loss(self.layout.unflatten(theta), k)
+        (g,) = torch.autograd.grad(loss, theta, create_graph=create_graph)
+        lr = self.layout.lr_vector(self.lr)
+        return theta - (lr if create_graph else lr.detach()) * g
+
+    def loss(self, theta: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return trajectory_loss(theta, self.start, self.target, self.layout)
+
+
+@dataclass
+class UnrollResult:
+    loss: float
+    parts: dict[str, float]
+    #: d loss / d wrt[i] (None where ``wrt[i]`` does not influence the loss)
+    grads: list[torch.Tensor | None]
+
+
+def student(u: Unroll) -> torch.Tensor:
+    """The student's final parameters (flat), keeping the whole graph of the unroll."""
+    theta = u.start.clone().requires_grad_(True)
+    for k in range(u.steps):
+        theta = u.update(theta, k, create_graph=True)
+    return theta
+
+
+class UnrollBackend(Component):
+    """Base class of unroll backends: how a distiller runs the model with substituted parameters
+    (:meth:`prepare`) and differentiates the matching loss through the student's steps (:meth:`run`).
+
+    The default :meth:`run` keeps the graph of every step (memory grows with the steps) and is the
+    reference every other backend is tested against.
+    """
+
+    #: whether :meth:`run` gives the exact gradient of the full unroll (False: an approximation)
+    exact: ClassVar[bool] = True
+
+    @abstractmethod
     def prepare(self, model: DualEncoder) -> ForwardFn:
-        raise NotImplementedError
+        """``forward(params, **inputs) -> (img_emb, txt_emb)`` where ``params`` maps the model's
+        trainable parameter names to (non-leaf) tensors."""
+
+    def run(self, u: Unroll, wrt: Sequence[torch.Tensor]) -> UnrollResult:
+        """The matching loss of ``u`` and its gradients with respect to ``wrt``."""
+        loss, parts = u.loss(student(u))
+        grads = torch.autograd.grad(loss, list(wrt), allow_unused=True)
+        return UnrollResult(float(loss.detach()), parts, list(grads))
 
 
 class FuncBackend(UnrollBackend):
-    """torch.func.functional_call: works with every timm model and with peft LoRA (default)."""
+    """torch.func.functional_call, the full graph: works with every timm model and peft LoRA (reference)."""
 
     name = "func"
 
@@ -47,76 +168,40 @@ class FuncBackend(UnrollBackend):
         return forward
 
 
-class HigherBackend(UnrollBackend):
-    """higher.monkeypatch: the classic meta-learning library; refuses peft (LoRA) models."""
+def contrastive_step_loss(forward: ForwardFn, *, text: torch.Tensor, batches: Sequence[torch.Tensor],
+                          images: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                          temperature: float | None = None):
+    """The plain student loss of bi-trajectory matching: the contrastive loss of minibatch
+    ``batches[k]`` of the synthetic images (or their frozen-backbone ``features``) and texts."""
+    kw = {} if temperature is None else {"temperature": temperature}
+    key, x = ("features", features) if features is not None else ("images", images)
 
-    name = "higher"
-
-    def prepare(self, model):
-        try:
-            import higher
-        except ImportError as exc:  # pragma: no cover - it is a dependency
-            raise VLError("the 'higher' unroll backend needs the package 'higher' (pip install higher)") from exc
-        if any("lora_" in n for n, _ in model.named_parameters()):
-            raise VLError("The 'higher' unroll backend cannot run peft (LoRA) models: higher fails with "
-                          "'Cannot create a consistent method resolution order' on peft-wrapped modules. "
-                          "Use --unroll func.")
-        try:
-            fmodel = higher.monkeypatch(model, copy_initial_weights=False, track_higher_grads=True)
-        except TypeError as exc:
-            raise VLError(f"The 'higher' unroll backend cannot handle this model ({exc}). Use --unroll func.") from exc
-        names = [n for n, _ in model.named_parameters()]
-        originals = dict(model.named_parameters())
-
-        def forward(params, **inputs):
-            return fmodel(params=[params.get(n, originals[n]) for n in names], **inputs)
-        return forward
+    def step_loss(params, k):
+        idx = batches[k]
+        img_emb, txt_emb = forward(params, **{key: x[idx]}, text=text[idx])
+        return contrastive_loss(img_emb, txt_emb, **kw)
+    return step_loss
 
 
 def unroll(forward: ForwardFn, start: dict[str, torch.Tensor], modality: dict[str, str], *,
            lr: dict[str, torch.Tensor], text: torch.Tensor, batches: Sequence[torch.Tensor],
            images: torch.Tensor | None = None, features: torch.Tensor | None = None,
            temperature: float | None = None) -> dict[str, torch.Tensor]:
-    """Take one differentiable SGD step per minibatch in ``batches``; return the final parameters.
-
-    ``images`` (pixels in [0, 1]) or ``features`` (frozen-backbone features of the images, carrying
-    the graph back to the pixels) give the image side; ``text`` the caption embeddings.
-    ``modality[name]`` is "img" or "txt" and picks the step size ``lr[modality]``.
-    """
-    names = list(start)
-    params = dict(start)
-    kw = {} if temperature is None else {"temperature": temperature}
-    for idx in batches:
-        if features is not None:
-            img_emb, txt_emb = forward(params, features=features[idx], text=text[idx])
-        else:
-            img_emb, txt_emb = forward(params, images=images[idx], text=text[idx])
-        loss = contrastive_loss(img_emb, txt_emb, **kw)
-        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
-        params = {n: params[n] - lr[modality[n]] * g for n, g in zip(names, grads)}
-    return params
+    """Named-parameter convenience around :func:`student`: one differentiable SGD step of the
+    contrastive loss per minibatch in ``batches``; returns the final parameters by name (their
+    graph reaches ``start``, the inputs and ``lr``)."""
+    layout = ParamLayout.of(start, modality)
+    theta = layout.flatten(start)
+    u = Unroll(layout, theta.detach(), theta.detach(), lr, len(batches),
+               contrastive_step_loss(forward, text=text, batches=batches, images=images, features=features,
+                                     temperature=temperature))
+    for k in range(u.steps):
+        theta = u.update(theta, k, create_graph=True)
+    return layout.unflatten(theta)
 
 
-def trajectory_loss(student: dict[str, torch.Tensor], start: dict[str, torch.Tensor],
-                    target: dict[str, torch.Tensor], modality: dict[str, str],
-                    modalities: Sequence[str] = ("img", "txt")) -> tuple[torch.Tensor, dict[str, float]]:
-    """Bi-trajectory matching loss: for each modality,
-    ||student - target||^2 / ||start - target||^2, summed over the modalities.
-
-    Each modality is normalised by its own expert displacement.  Returns the loss and the
-    per-modality terms (as floats, for logging).
-    """
-    total = None
-    parts: dict[str, float] = {}
-    for m in modalities:
-        keys = [n for n in student if modality[n] == m]
-        if not keys:
-            continue
-        num = sum(((student[n] - target[n]) ** 2).sum() for n in keys)
-        den = sum(((start[n] - target[n]) ** 2).sum() for n in keys)
-        term = num / den.clamp_min(1e-12)
-        parts[m] = float(term.detach())
-        total = term if total is None else total + term
-    if total is None:
-        raise ValueError("no parameters to match")
-    return total, parts
+def named_trajectory_loss(student: dict[str, torch.Tensor], start: dict[str, torch.Tensor],
+                          target: dict[str, torch.Tensor], modality: dict[str, str]):
+    """:func:`trajectory_loss` of named parameter dicts."""
+    layout = ParamLayout.of(student, modality)
+    return trajectory_loss(layout.flatten(student), layout.flatten(start), layout.flatten(target), layout)

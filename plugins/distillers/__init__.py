@@ -1,22 +1,18 @@
 """Bundled distillers (installed as ``vlcore.plugins.distillers``; on disk ``plugins/distillers/``),
-one module per method, and the unroll backends they use.
+one module per method, each a short subclass of the trajectory-matching recipe
+(:class:`vlcore.matching.TrajectoryMatching`).
 """
 from __future__ import annotations
 
 from vlcore import hookimpl
-from vlcore.unroll import FuncBackend, HigherBackend
 
 from .bitraj import BiTrajectory
 from .lora import LoRAMatching
 
+DISTILLERS = (BiTrajectory, LoRAMatching)
+
 
 @hookimpl
 def register_distillers(register):
-    register(BiTrajectory)
-    register(LoRAMatching)
-
-
-@hookimpl
-def register_unroll_backends(register):
-    register(FuncBackend)
-    register(HigherBackend)
+    for cls in DISTILLERS:
+        register(cls)

@@ -21,6 +21,9 @@ class ConvNet(ImageEncoder):
 
     name = "convnet"
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    default_trainable = "full"
+    default_image_size = 32
+    has_pretrained = False
 
     @dataclass(frozen=True)
     class Config:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vlcore.errors import ConfigError
+from vlcore.progress import NULL, Progress
 
 
 def check_budget(budget: int, num_pairs: int, num_images: int | None = None) -> None:
@@ -40,12 +41,11 @@ def _check_groups(groups: torch.Tensor | None, n: int) -> torch.Tensor | None:
     return groups
 
 
-def _steps(n: int, progress: bool | str, desc: str):
-    if not progress:
-        return range(n)
-    from tqdm.auto import tqdm
-
-    return tqdm(range(n), desc=desc if isinstance(progress, bool) else progress, unit="pair", leave=False)
+def _steps(n: int, progress: Progress, desc: str):
+    with progress.task(desc, n, unit="pair") as task:
+        for i in range(n):
+            yield i
+            task.update(1)
 
 
 def take_in_order(order: torch.Tensor, budget: int, groups: torch.Tensor | None = None) -> torch.Tensor:
@@ -73,7 +73,7 @@ def take_in_order(order: torch.Tensor, budget: int, groups: torch.Tensor | None 
 
 @torch.no_grad()
 def herding(features: torch.Tensor, budget: int, *, groups: torch.Tensor | None = None,
-            progress: bool | str = False) -> torch.Tensor:
+            progress: Progress = NULL) -> torch.Tensor:
     """Greedy herding: step t picks the unchosen row x minimising ``||mu - (s + x) / t||``.
 
     ``mu`` is the mean of all rows, ``s`` the sum of the rows chosen so far.  Since
@@ -110,7 +110,7 @@ def mean_error(features: torch.Tensor, indices: torch.Tensor) -> float:
 
 @torch.no_grad()
 def kcenter_greedy(features: torch.Tensor, budget: int, first: int, *, groups: torch.Tensor | None = None,
-                   progress: bool | str = False, return_distances: bool = False):
+                   progress: Progress = NULL, return_distances: bool = False):
     """Greedy farthest-point selection starting from row ``first``.
 
     Keeps each row's squared distance to its nearest chosen center, updated with one

@@ -3,77 +3,81 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 
 from vlcore.components import SelectContext, Selection, Selector
 from vlcore.errors import ConfigError, VLError
+from vlcore.pipeline import build_backbone, build_model, features_for, image_features
+from vlcore.train import SGDConfig, embed_split, train_model
 
 from .algorithms import ForgettingTracker, check_budget, herding, kcenter_greedy, mean_error, take_in_order
 
 log = logging.getLogger(__name__)
 
 
-def _expert_train_config(cfg) -> Any:
-    from vlcore.train import TrainConfig
+# =========================================================================== options
+class PairSelector(Selector):
+    """Base of the bundled selectors: the budget check and the unique-images rule."""
 
-    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr_img=cfg.lr, lr_txt=cfg.lr,
-                       momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    @dataclass(frozen=True)
+    class Config:
+        #: at most one caption per image (N pairs = N distinct images)
+        unique_images: bool = True
 
-
-def _random_init(spec) -> bool:
-    """Whether the spec's image encoder starts from random weights (no pretrained ones)."""
-    p = str((spec.encoder_options or {}).get("pretrained", "auto")).strip().lower()
-    return p == "none" or (spec.encoder == "convnet" and p == "auto")
-
-
-def _backbone_features(ctx: SelectContext, spec, backbone) -> torch.Tensor:
-    """Features of ``ctx.train``'s images through ``backbone`` (eval mode, no gradient); cached on
-    disk for pretrained encoders only (the cache is keyed by the spec, not by a random init)."""
-    from vlcore.pipeline import cached_features, compute_features
-
-    backbone = backbone.to(ctx.device)
-    if _random_init(spec):
-        return compute_features(backbone, ctx.train.images, device=ctx.device, progress=ctx.progress)
-    return cached_features(spec, backbone, ctx.train, device=ctx.device, progress=ctx.progress)
+    def _check(self, ctx: SelectContext) -> torch.Tensor | None:
+        train = ctx.train
+        unique = self.config.unique_images
+        check_budget(ctx.budget, train.num_pairs, train.num_images if unique else None)
+        return train.pair_image if unique else None
 
 
-def _epoch_bar(ctx: SelectContext, total: int, desc: str):
-    if not ctx.progress:
-        return None
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class _TrainOptions(SGDConfig, PairSelector.Config):
+    """SGD of the model a selector trains (embedding space / forgetting statistics): the experts'."""
 
-    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
+    epochs: int = 10
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 128
 
 
-def train_quick_model(ctx: SelectContext, cfg, seed: int, *, on_batch: Callable | None = None,
+@dataclass(frozen=True)
+class _SpaceOptions(_TrainOptions):
+    #: epochs of the quick embedding model (without --buffer)
+    epochs: int = 5
+    #: joint embedding space: expert (trained model) or raw (initial backbone + text features)
+    space: Literal["expert", "raw"] = "expert"
+    #: with --buffer: which expert's final-epoch parameters embed the pairs
+    expert: int = 0
+
+
+class _TrainingSelector(PairSelector):
+    """Base of the selectors that train a model (embedding space or forgetting statistics)."""
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.config.check(f"selector '{self.name}'")
+
+
+# =========================================================================== embedding spaces
+def train_quick_model(ctx: SelectContext, cfg: SGDConfig, *, on_batch: Callable | None = None,
                       desc: str = "quick model"):
-    """A dual encoder trained on ``ctx.train`` like an expert (SGD, ``cfg.epochs`` epochs, seeded).
-
-    Returns (model, backbone features or None).
-    """
-    from vlcore.pipeline import build_model
-    from vlcore.train import train_model
-
+    """A dual encoder trained on ``ctx.train`` like an expert (SGD, ``cfg.epochs`` epochs, seeded
+    with ``ctx.seed``).  Returns (model, backbone features or None)."""
     text_dim = int(ctx.train.text.shape[1])
-    model = build_model(ctx.spec, text_dim, seed=seed, host=ctx.host, device=ctx.device)
-    feats = _backbone_features(ctx, ctx.spec, model.backbone) if model.frozen else None
-    bar = _epoch_bar(ctx, cfg.epochs, f"{desc} ({ctx.train.num_pairs} pairs)")
-    try:
-        train_model(model, ctx.train, _expert_train_config(cfg), seed=seed, features=feats, device=ctx.device,
-                    on_batch=on_batch, progress=(lambda e: bar.update(1)) if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()
+    model = build_model(ctx.spec, text_dim, seed=ctx.seed, host=ctx.host, device=ctx.device)
+    feats = features_for(ctx.spec, ctx.train, device=ctx.device, progress=ctx.progress, backbone=model.backbone)
+    train_model(model, ctx.train, cfg, seed=ctx.seed, features=feats, device=ctx.device, on_batch=on_batch,
+                progress=ctx.progress, desc=f"{desc} ({ctx.train.num_pairs} pairs)")
     return model, feats
 
 
 def _expert_model(ctx: SelectContext, expert: int):
     """The buffer's expert ``expert`` at its final epoch, built with the buffer's spec."""
-    from vlcore.pipeline import build_model
-
     buf = ctx.buffer
     text_dim = int(ctx.train.text.shape[1])
     buf.check_compatible(ctx.spec, text_dim)
@@ -92,27 +96,23 @@ def _expert_model(ctx: SelectContext, expert: int):
                       f"builds now (missing: {sorted(trainable - set(params))[:3]}, unexpected: "
                       f"{sorted(unexpected)[:3]}); retrain it with `vl experts`.")
     model.eval()
-    feats = _backbone_features(ctx, buf.spec, model.backbone) if model.frozen else None
+    feats = features_for(buf.spec, ctx.train, device=ctx.device, progress=ctx.progress, backbone=model.backbone)
     return model, feats
 
 
-def joint_space(ctx: SelectContext, cfg, seed: int) -> tuple[torch.Tensor, dict]:
+def joint_space(ctx: SelectContext, cfg) -> tuple[torch.Tensor, dict]:
     """(P, D) float32 joint embedding of every training pair and a description of the space."""
-    from vlcore.train import embed_split
-
     train = ctx.train
     if cfg.expert != 0 and (ctx.buffer is None or cfg.space != "expert"):
         raise ConfigError(f"Option expert={cfg.expert} picks an expert of --buffer for space='expert'; "
                           f"pass --buffer (or drop the option).")
     if cfg.space == "raw":
-        from vlcore.pipeline import build_backbone
-
-        if _random_init(ctx.spec):
+        backbone = build_backbone(ctx.spec, ctx.host)
+        if backbone.random_init(ctx.spec.encoder_options):
             log.warning("space='raw' with a randomly initialised image encoder (%s): its features are those "
-                        "of a random network (seeded); prefer space='expert' or a pretrained encoder.",
+                        "of a random network (seed 0); prefer space='expert' or a pretrained encoder.",
                         ctx.spec.encoder)
-        torch.manual_seed(seed)  # a random init is seeded as build_model(spec, seed=seed) seeds it
-        feats = _backbone_features(ctx, ctx.spec, build_backbone(ctx.spec, ctx.host))
+        feats = image_features(ctx.spec, train, device=ctx.device, progress=ctx.progress, backbone=backbone)
         img = F.normalize(feats.float(), dim=-1)
         txt = F.normalize(train.text.float(), dim=-1)
         info = {"space": "raw", "image": f"{ctx.spec.encoder} backbone features (initial weights)",
@@ -123,8 +123,8 @@ def joint_space(ctx: SelectContext, cfg, seed: int) -> tuple[torch.Tensor, dict]
             info = {"space": "expert", "model": "buffer expert", "buffer": str(ctx.buffer.path),
                     "expert": cfg.expert, "epoch": ctx.buffer.epochs}
         else:
-            model, feats = train_quick_model(ctx, cfg, seed, desc="embedding model")
-            info = {"space": "expert", "model": "quick model trained on the training split", "seed": seed,
+            model, feats = train_quick_model(ctx, cfg, desc="embedding model")
+            info = {"space": "expert", "model": "quick model trained on the training split", "seed": ctx.seed,
                     "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size}
         img, txt = embed_split(model, train, features=feats, device=ctx.device)
         img, txt = F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1)
@@ -136,69 +136,14 @@ def joint_space(ctx: SelectContext, cfg, seed: int) -> tuple[torch.Tensor, dict]
 
 
 # =========================================================================== components
-class PairSelector(Selector):
-    """Base of the bundled selectors: the budget check and the unique-images rule."""
-
-    @dataclass(frozen=True)
-    class Config:
-        #: at most one caption per image (N pairs = N distinct images)
-        unique_images: bool = True
-
-    def _check(self, ctx: SelectContext, budget: int) -> torch.Tensor | None:
-        train = ctx.train
-        unique = self.config.unique_images
-        check_budget(budget, train.num_pairs, train.num_images if unique else None)
-        return train.pair_image if unique else None
-
-    def select(self, ctx: SelectContext, budget: int, seed: int) -> Selection:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class _TrainOptions(PairSelector.Config):
-    #: epochs of the model trained for the embedding space / forgetting statistics
-    epochs: int = 10
-    #: SGD of that model, as the experts' (vl experts defaults)
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 128
-
-
-@dataclass(frozen=True)
-class _SpaceOptions(_TrainOptions):
-    #: epochs of the quick embedding model (without --buffer)
-    epochs: int = 5
-    #: joint embedding space: expert (trained model) or raw (initial backbone + text features)
-    space: Literal["expert", "raw"] = "expert"
-    #: with --buffer: which expert's final-epoch parameters embed the pairs
-    expert: int = 0
-
-
-def _check_train_options(cfg, name: str) -> None:
-    if cfg.epochs < 1:
-        raise ConfigError(f"Option 'epochs' of selector '{name}' must be at least 1 (got {cfg.epochs}).")
-    if cfg.batch_size < 2:
-        raise ConfigError(f"Option 'batch_size' of selector '{name}' must be at least 2 (got {cfg.batch_size}).")
-    if not cfg.lr > 0:
-        raise ConfigError(f"Option 'lr' of selector '{name}' must be positive (got {cfg.lr}).")
-
-
-class _TrainingSelector(PairSelector):
-    """Base of the selectors that train a model (embedding space or forgetting statistics)."""
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        _check_train_options(self.config, self.name)
-
-
 class RandomSelector(PairSelector):
     """Random: uniformly random real pairs (seeded)."""
 
     name = "random"
 
-    def select(self, ctx: SelectContext, budget: int, seed: int) -> Selection:
-        groups = self._check(ctx, budget)
+    def select(self, ctx: SelectContext) -> Selection:
+        groups = self._check(ctx)
+        budget, seed = ctx.budget, ctx.seed
         order = torch.randperm(ctx.train.num_pairs, generator=torch.Generator().manual_seed(int(seed)))
         return Selection(take_in_order(order, budget, groups), {})
 
@@ -212,12 +157,12 @@ class HerdingSelector(_TrainingSelector):
     class Config(_SpaceOptions):
         pass
 
-    def select(self, ctx: SelectContext, budget: int, seed: int) -> Selection:
-        groups = self._check(ctx, budget)
-        X, info = joint_space(ctx, self.config, seed)
-        idx = herding(X, budget, groups=groups, progress="herding" if ctx.progress else False)
+    def select(self, ctx: SelectContext) -> Selection:
+        groups = self._check(ctx)
+        X, info = joint_space(ctx, self.config)
+        idx = herding(X, ctx.budget, groups=groups, progress=ctx.progress)
         info["mean_error"] = round(mean_error(X, idx), 6)
-        return Selection(idx, info)
+        return Selection(idx, info, f"mean error {info['mean_error']:.4g}")
 
 
 class KCenterSelector(_TrainingSelector):
@@ -230,18 +175,19 @@ class KCenterSelector(_TrainingSelector):
         #: first center: a random pair (seeded) or the pair nearest the mean
         first: Literal["random", "mean"] = "random"
 
-    def select(self, ctx: SelectContext, budget: int, seed: int) -> Selection:
-        groups = self._check(ctx, budget)
-        X, info = joint_space(ctx, self.config, seed)
+    def select(self, ctx: SelectContext) -> Selection:
+        groups = self._check(ctx)
+        budget, seed = ctx.budget, ctx.seed
+        X, info = joint_space(ctx, self.config)
         if self.config.first == "mean":
             mu = X.mean(0)  # nearest the mean: argmin ||x||^2 - 2 x.mu, without an N x D temporary
             first = int(torch.argmin((X * X).sum(1) - 2.0 * (X @ mu)))
         else:
             first = int(torch.randint(X.shape[0], (1,), generator=torch.Generator().manual_seed(int(seed))))
-        idx, dist = kcenter_greedy(X, budget, first, groups=groups, progress="k-center" if ctx.progress else False,
+        idx, dist = kcenter_greedy(X, budget, first, groups=groups, progress=ctx.progress,
                                    return_distances=True)
         info.update({"first": first, "covering_radius": round(float(dist.max()), 6)})
-        return Selection(idx, info)
+        return Selection(idx, info, f"covering radius {info['covering_radius']:.4g}")
 
 
 class ForgettingSelector(_TrainingSelector):
@@ -253,10 +199,11 @@ class ForgettingSelector(_TrainingSelector):
     class Config(_TrainOptions):
         pass
 
-    def select(self, ctx: SelectContext, budget: int, seed: int) -> Selection:
-        groups = self._check(ctx, budget)
+    def select(self, ctx: SelectContext) -> Selection:
+        groups = self._check(ctx)
+        budget, seed = ctx.budget, ctx.seed
         tracker = ForgettingTracker(ctx.train.num_pairs, ctx.train.pair_image)
-        train_quick_model(ctx, self.config, seed, on_batch=tracker.update, desc="forgetting statistics")
+        train_quick_model(ctx, self.config, on_batch=tracker.update, desc="forgetting statistics")
         order = tracker.ranking(seed)
         idx = take_in_order(order, budget, groups)
         scores = tracker.scores()[idx]
@@ -264,5 +211,7 @@ class ForgettingSelector(_TrainingSelector):
                 "selected_never_learned": int(torch.isinf(scores).sum()),
                 "selected_min_events": (None if torch.isinf(scores).all()
                                         else int(scores[~torch.isinf(scores)].min()))}
-        return Selection(idx, info)
+        ev = info["events"]
+        return Selection(idx, info, f"forgetting events: max {ev['max_events']}, {ev['never_learned']} pairs never "
+                                    f"learned, {info['selected_never_learned']} of them selected")
 

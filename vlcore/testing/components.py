@@ -26,6 +26,8 @@ class TinyImageEncoder(ImageEncoder):
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     #: trained from scratch: ``vl`` trains all of its weights unless told otherwise
     default_trainable = "full"
+    default_image_size = 16
+    has_pretrained = False
     #: LoRA may adapt the final projection (so LoRA matching can be tested with it)
     lora_targets = ("proj",)
 
@@ -94,7 +96,7 @@ class HashedTextEncoder(TextEncoder):
         v = int.from_bytes(h, "little")
         return v % self.dim, (1.0 if (v >> 63) & 1 else -1.0)
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    def encode(self, texts: Sequence[str], *, batch_size: int = 256, progress=None) -> torch.Tensor:
         out = torch.zeros(len(texts), self.dim, dtype=torch.float32)
         for i, text in enumerate(texts):
             words = _TOKEN.findall(str(text).lower())

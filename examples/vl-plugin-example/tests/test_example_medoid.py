@@ -27,22 +27,24 @@ def test_kmeans_finds_separated_clusters():
 
 def test_one_pair_per_caption_cluster(tiny_pairs, tiny_spec):
     # tiny_pairs: 8 images in 4 groups; captions of a group share a direction
-    ctx = selector_context(tiny_pairs, tiny_spec)
-    sel = MedoidSelector().select(ctx, 4, seed=0)
+    ctx = selector_context(tiny_pairs, tiny_spec, budget=4, seed=0)
+    sel = MedoidSelector().select(ctx)
     groups = tiny_pairs.pair_image[sel.indices] % 4
     assert sorted(groups.tolist()) == [0, 1, 2, 3]
-    assert sel.indices.tolist() == MedoidSelector().select(ctx, 4, seed=0).indices.tolist()
+    assert sel.indices.tolist() == MedoidSelector().select(ctx).indices.tolist()
     assert sel.info["converged"] and sel.info["empty_clusters"] == 0 and sel.info["largest_cluster"] == 4
 
 
 def test_budget_errors_say_how_to_fix(tiny_pairs, tiny_spec):
-    ctx = selector_context(tiny_pairs, tiny_spec)
+    def ctx(budget):
+        return selector_context(tiny_pairs, tiny_spec, budget=budget, seed=0)
+
     with pytest.raises(ConfigError, match="--no-unique-images"):
-        MedoidSelector().select(ctx, tiny_pairs.num_images + 1, seed=0)
-    everything = MedoidSelector(MedoidSelector.Config(unique_images=False)).select(ctx, tiny_pairs.num_pairs, 0)
+        MedoidSelector().select(ctx(tiny_pairs.num_images + 1))
+    everything = MedoidSelector(MedoidSelector.Config(unique_images=False)).select(ctx(tiny_pairs.num_pairs))
     assert sorted(everything.indices.tolist()) == list(range(16))
     with pytest.raises(ConfigError, match="at least 1"):
-        MedoidSelector().select(ctx, 0, seed=0)
+        MedoidSelector().select(ctx(0))
     with pytest.raises(ConfigError, match="iterations"):
         MedoidSelector(MedoidSelector.Config(iterations=0))
 

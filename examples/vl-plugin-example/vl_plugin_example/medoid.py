@@ -94,8 +94,8 @@ class MedoidSelector(Selector):
             raise ConfigError(f"Option 'iterations' of selector 'medoid' must be at least 1 "
                               f"(got {self.config.iterations}).")
 
-    def select(self, ctx, budget: int, seed: int) -> Selection:
-        train = ctx.train
+    def select(self, ctx) -> Selection:
+        train, budget, seed = ctx.train, ctx.budget, ctx.seed
         unique = self.config.unique_images
         limit = train.num_images if unique else train.num_pairs
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -119,4 +119,4 @@ class MedoidSelector(Selector):
                 "kmeans_iterations": stats["iterations"], "converged": stats["converged"],
                 "inertia": round(inertia, 6), "largest_cluster": int(sizes.max()),
                 "empty_clusters": int((sizes == 0).sum())}
-        return Selection(idx, info)
+        return Selection(idx, info, f"k-means inertia {inertia:.4g}, {stats['iterations']} iterations")

@@ -1,0 +1,330 @@
+"""The ``vl`` command class: ``--config FILE.toml`` on every command, and the flags of a chosen
+component (``--distiller``, ``--method``) derived from its Config.
+
+* ``--config FILE`` holds the same keys as the command's flags (``syn-steps = 8`` or
+  ``syn_steps = 8``); flags given on the command line override it; an unknown key is an error with a
+  suggestion.  Commands that write an artifact save their resolved settings in the same format as
+  ``OUT/config.toml``, so ``vl distill --config OUT/config.toml --out NEW`` repeats a run.
+* A command declared with a :class:`ComponentFlags` gets one flag per field of the chosen
+  component's Config (``pairs`` -> ``--pairs``, ``distill_images`` -> ``--distill-images/
+  --no-distill-images``), typed from the annotation, with the field's ``#:`` comment as its help and
+  its default shown.  A plugin's distiller gets its flags this way for free.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vlcore.errors import ConfigError, VLError, suggest
+
+#: command-line values that are not settings of the run (never saved in config.toml)
+NOT_SAVED = {"config", "out", "resume", "overwrite", "as_json"}
+
+
+@dataclass(frozen=True)
+class ComponentFlags:
+    """Derive flags from the Config of the component named by the option ``flag``."""
+
+    flag: str                      # e.g. "--distiller"
+    param: str                     # the callback argument of that option, e.g. "distiller"
+    kind: str                      # e.g. "distiller"
+    default: str | None = None     # the component when the option is not given
+    #: Config fields that get no flag (set them with the KEY=VALUE option)
+    exclude: frozenset[str] = field(default_factory=frozenset)
+
+
+class DerivedOption(click.Option):
+    """A flag made from a component Config field; ``field_name`` is the field."""
+
+    def __init__(self, *args, field_name: str, **kw):
+        super().__init__(*args, **kw)
+        self.field_name = field_name
+
+
+def flag_key(p: click.Parameter) -> str:
+    """The key of parameter ``p`` in a config file: its long flag without dashes (``syn-steps``)."""
+    longs = [o for o in p.opts if o.startswith("--")]
+    return max(longs, key=len)[2:] if longs else p.name.replace("_", "-")
+
+
+def config_keys(params) -> dict[str, click.Parameter]:
+    """Every key a config file may use for ``params`` (flag names and parameter names, with
+    underscores for dashes) -> the parameter."""
+    out = {}
+    for p in params:
+        if not p.name or p.name == "config" or p.name.startswith("_"):
+            continue
+        out[p.name] = p
+        out[flag_key(p).replace("-", "_")] = p
+    return out
+
+
+def _peek(args: list[str], flags: tuple[str, ...]) -> str | None:
+    """The value of the last ``--flag VALUE`` / ``--flag=VALUE`` in ``args`` (before ``--``)."""
+    found = None
+    for i, a in enumerate(args):
+        if a == "--":
+            break
+        for f in flags:
+            if a == f and i + 1 < len(args):
+                found = args[i + 1]
+            elif a.startswith(f + "="):
+                found = a[len(f) + 1:]
+    return found
+
+
+def field_option(info, taken: set[str]) -> click.Option | None:
+    """A click option for one Config field (:class:`vlcore.config.OptionInfo`), or None when its
+    flag would clash with one of the command's own (``taken``)."""
+    from .options import ComponentOption
+
+    name = info.name
+    flag = "--" + name.replace("_", "-")
+    if name in taken or flag in taken:
+        return None
+    tp, help_ = info.type, (info.help[:1].upper() + info.help[1:]) if info.help else ""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        tp = rest[0] if len(rest) == 1 else str
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    kw: dict[str, Any] = dict(default=info.default, show_default=info.default is not None, help=help_,
+                              field_name=name)
+    if info.kind:
+        return ComponentOption([flag, name], kind=info.kind, **kw)
+    if tp is bool:
+        return DerivedOption([f"{flag}/--no-{flag[2:]}", name], **kw)
+    if origin is typing.Literal:
+        return DerivedOption([flag, name], type=click.Choice([str(a) for a in args]), **kw)
+    ctype = {int: click.INT, float: click.FLOAT}.get(tp, click.STRING)
+    return DerivedOption([flag, name], type=ctype, metavar=ctype.name.upper(), **kw)
+
+
+class VLHelpFormatter(click.HelpFormatter):
+    """Never wraps a line at a hyphen inside a word, so component names (``effnet-lite0``) and
+    flags (``--no-unique-images``) stay whole in the help, ready to copy."""
+
+    _HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
+    _KEEP = "\u2011"  # a non-breaking hyphen stands in while click wraps, then is put back
+
+    def _restore(self, start: int) -> None:
+        self.buffer[start:] = [s.replace(self._KEEP, "-") for s in self.buffer[start:]]
+
+    def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:
+        start = len(self.buffer)
+        super().write_dl([(a, self._HYPHEN.sub(self._KEEP, b)) for a, b in rows], col_max, col_spacing)
+        self._restore(start)
+
+    def write_text(self, text: str) -> None:
+        start = len(self.buffer)
+        super().write_text(self._HYPHEN.sub(self._KEEP, text))
+        self._restore(start)
+
+
+class VLContext(click.Context):
+    formatter_class = VLHelpFormatter
+
+
+class VLCommand(click.Command):
+    """A ``vl`` command: ``--config`` support, and derived component flags when ``component`` is set."""
+
+    context_class = VLContext
+
+    def __init__(self, *args, component: ComponentFlags | None = None, **kw):
+        self.component = component
+        self._derived: dict[str, list[click.Option]] = {}
+        self._static_only = False
+        super().__init__(*args, **kw)
+        self._static.append(click.Option(["--config", "config"], type=click.Path(dir_okay=False), default=None,
+                                        metavar="FILE.toml", is_eager=False, expose_value=True,
+                                        help="Settings from a TOML file with the same keys as the flags "
+                                             "(flags given here override it); OUT/config.toml of a run "
+                                             "repeats that run."))
+
+    @property
+    def params(self) -> list[click.Parameter]:
+        """The command's own parameters, and the derived flags of the default component."""
+        if self._static_only:
+            return self._static
+        return [*self._static, *self.derived(self.component.default if self.component else None)]
+
+    def get_help_option(self, ctx: click.Context):
+        self._static_only = True  # click appends its help option to self.params and pops it again
+        try:
+            return super().get_help_option(ctx)
+        finally:
+            self._static_only = False
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._static = list(value)
+
+    # ---------------------------------------------------------------- derived flags
+    def component_name(self, ctx: click.Context) -> str | None:
+        return ctx.meta.get("vl.component", self.component.default if self.component else None)
+
+    def derived(self, name: str | None) -> list[click.Option]:
+        """The flags of component ``name``'s Config (cached per name)."""
+        if not self.component or not name:
+            return []
+        if name not in self._derived:
+            from vlcore.config import describe_options
+            from vlcore.registry import get_host
+
+            try:
+                cls = get_host().get(self.component.kind, name)
+            except VLError:
+                return []
+            taken = {p.name for p in self._static} | {o for p in self._static for o in p.opts}
+            opts = []
+            for info in describe_options(cls.Config):
+                if info.name in self.component.exclude:
+                    continue
+                opt = field_option(info, taken)
+                if opt is not None:
+                    opts.append(opt)
+            self._derived[name] = opts
+        return self._derived[name]
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        rv = [*self._static, *self.derived(self.component_name(ctx))]
+        help_option = self.get_help_option(ctx)
+        return [*rv, help_option] if help_option is not None else rv
+
+    # ---------------------------------------------------------------- parsing
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            data = self._config_file(_peek(args, ("--config",)))
+            if self.component:
+                flags = tuple(o for p in self._static if p.name == self.component.param for o in p.opts)
+                name = _peek(args, flags) or data.get(self.component.param) or self.component.default
+                if name:
+                    from vlcore.registry import get_host
+
+                    name = str(name).strip().lower()
+                    get_host().get(self.component.kind, name)  # an unknown name fails here, with a suggestion
+                    ctx.meta["vl.component"] = name
+            if data:
+                ctx.default_map = self._defaults(ctx, data)
+        except VLError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            raise self._unknown_option(ctx, exc) from None
+
+    def _unknown_option(self, ctx: click.Context, exc: click.NoSuchOption) -> click.UsageError:
+        """For a flag the chosen component does not have: say so as its config builder would
+        (``Unknown option 'space' for selector 'random'. Valid options: ...``)."""
+        name = self.component_name(ctx)
+        if self.component and name and exc.option_name.startswith("--"):
+            from vlcore.registry import get_host
+
+            key = exc.option_name[2:].split("=", 1)[0].replace("-", "_")
+            if key.startswith("no_"):
+                key = key[3:]
+            try:
+                get_host().config(self.component.kind, name, {key: None})
+            except VLError as err:
+                return click.UsageError(f"{err} Flags of `vl {self.name} {self.component.flag} {name}`: see "
+                                        f"`vl {self.name} {self.component.flag} {name} --help`.", ctx)
+        return exc
+
+    def _config_file(self, path: str | None) -> dict[str, Any]:
+        if not path:
+            return {}
+        from vlcore import tomlfile
+
+        data = tomlfile.load(path)
+        bad = [k for k, v in data.items() if isinstance(v, dict)]
+        if bad:
+            raise ConfigError(f"{path}: tables ([{bad[0]}]) belong in recipe files (`vl run`); a --config file "
+                              f"holds the flags of `vl {self.name}` as top-level keys.")
+        return {k.replace("-", "_"): v for k, v in data.items()}
+
+    def _defaults(self, ctx: click.Context, data: dict[str, Any]) -> dict[str, Any]:
+        keys = config_keys(self.get_params(ctx))
+        out = {}
+        for key, value in data.items():
+            p = keys.get(key)
+            if p is None:
+                raise ConfigError(f"Unknown key '{key.replace('_', '-')}' in the --config file for `vl {self.name}`."
+                                  f"{suggest(key, keys)} Valid keys: the command's flags (vl {self.name} --help).")
+            if isinstance(p, click.Argument):
+                raise ConfigError(f"'{key}' is an argument of `vl {self.name}`, not a flag: give it on the command line.")
+            out[p.name] = value
+        return out
+
+
+def dataclass_options(cls: type, *, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None):
+    """A decorator adding one flag per field of the dataclass ``cls`` (its settings written once,
+    in ``cls``); the callback receives them by field name, None when not given.  ``defaults``
+    overrides the default shown for a field."""
+    from vlcore.config import describe_options
+
+    def deco(f):
+        for info in reversed(describe_options(cls)):
+            if info.name in exclude:
+                continue
+            if defaults and info.name in defaults:
+                info = dataclasses.replace(info, default=defaults[info.name])
+            opt = field_option(info, set())
+            f.__click_params__ = [*getattr(f, "__click_params__", []), opt]
+        return f
+    return deco
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user set parameter ``name`` (on the command line, in --config or the environment)."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src not in (click.core.ParameterSource.DEFAULT,)
+
+
+def given(ctx: click.Context, kw: dict, cls: type) -> dict[str, Any]:
+    """Pop the fields of dataclass ``cls`` (flags of :func:`dataclass_options`) from a callback's
+    ``kw``; return those the user set."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {n: kw.pop(n) for n in names if n in kw}
+    return {n: v for n, v in values.items() if _given(ctx, n)}
+
+
+def component_values(ctx: click.Context) -> dict[str, Any]:
+    """The derived component flags the user set (on the command line or in --config), by field name."""
+    cmd = ctx.command
+    if not isinstance(cmd, VLCommand):
+        return {}
+    return {p.field_name: ctx.params[p.name] for p in cmd.derived(cmd.component_name(ctx)) if _given(ctx, p.name)}
+
+
+def save_config(ctx: click.Context, out: str | Path, resolved: dict[str, Any] | None = None) -> Path:
+    """Write the command's settings, as ``--config`` reads them, to ``OUT/config.toml``: the values
+    of its flags (``resolved`` overrides them with what the run actually used)."""
+    from vlcore import tomlfile
+    from vlcore.io import atomic_path
+
+    values: dict[str, Any] = {}
+    cmd = ctx.command
+    for p in cmd.get_params(ctx):
+        if not p.name or p.name in NOT_SAVED or p.name.startswith("_") or isinstance(p, click.Argument):
+            continue
+        v = ctx.params.get(p.name)
+        if isinstance(v, tuple):
+            v = list(v)
+        if v is not None and v != []:
+            values[flag_key(p)] = v
+    params = {p.name: p for p in cmd.get_params(ctx)}
+    for k, v in (resolved or {}).items():  # what the run used, for the flags the command has
+        if v is not None and v != [] and k in params and k not in NOT_SAVED:
+            values[flag_key(params[k])] = list(v) if isinstance(v, tuple) else v
+    path = Path(out) / "config.toml"
+    with atomic_path(path) as tmp:
+        tmp.write_text(tomlfile.dumps(values, header=f"vl {cmd.name}: the settings of this run. Repeat it with\n"
+                                                      f"  vl {cmd.name} --config {path} --out NEW_FOLDER"))
+    return path

@@ -1,0 +1,76 @@
+"""``vl train``: the full-data model, the upper bound every small set is compared with."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from vlcore.io import atomic_path, versions, write_json
+from vlcore.train import FullDataConfig
+
+from .app import cli
+from .command import dataclass_options, given, save_config
+from .common import BARS, emit, ensure_out, load_split_data, metric_keys_json
+from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, handle_errors, json_option,
+                      model_options, resolve_device, spec_values)
+
+
+@cli.command("train")
+@dataset_options()
+@model_options()
+@click.option("--split", default="dev", show_default=True, help="Evaluation split (never tune on test).")
+@dataclass_options(FullDataConfig)
+@click.option("--out", type=click.Path(), default=None, show_default="runs/train-DATASET-ENCODER",
+              help="Output folder.")
+@device_option
+@json_option
+@handle_errors
+def train_cmd(split, out, device, as_json, config, **kw):
+    """Train on the full training split; report retrieval on --split (the upper bound)."""
+    from safetensors.torch import save_file
+
+    from vlcore.metrics import recall_curve, recall_from_ranks, retrieval_ranks
+    from vlcore.pipeline import build_backbone, build_model, features_for
+    from vlcore.train import embed_split, train_model
+    from vlcore.viz import recall_curves
+
+    ctx = click.get_current_context()
+    ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
+    cfg = FullDataConfig(**given(ctx, kw, FullDataConfig))
+    cfg.check("vl train")
+    device = resolve_device(device)
+    spec = model_opts.spec()
+    out = ensure_out(out or f"runs/train-{ds.dataset}-{spec.encoder}")
+    t0 = time.time()
+    train = load_split_data(ds, "train", spec)
+    evald = load_split_data(ds, split, spec)
+    model = build_model(spec, train.text.shape[1], seed=cfg.seed, device=device)
+    backbone = build_backbone(spec) if spec.frozen else None
+    tf = features_for(spec, train, device=device, progress=BARS, backbone=backbone)
+    ef = features_for(spec, evald, device=device, progress=BARS, backbone=backbone)
+    train_model(model, train, cfg, seed=cfg.seed, features=tf, device=device, progress=BARS,
+                desc=f"train {spec.encoder} on {ds.dataset}/train ({train.num_pairs} pairs)")
+    img, txt = embed_split(model, evald, features=ef, device=device)
+    tr, ir = retrieval_ranks(img, txt, evald.pair_image)
+    m = recall_from_ranks(tr, ir)
+    elapsed = time.time() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if k in model.trainable_named() or not spec.frozen}
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    pub = metric_keys_json(m)
+    write_json(out / "metrics.json", pub)
+    write_json(out / "meta.json", {
+        "kind": "full-data model", "spec": spec.as_dict(),
+        "dataset": {"name": ds.dataset, "root": str(Path(ds.data_dir).resolve()) if ds.data_dir else None,
+                    "options": ds.options(), "limit": ds.limit, "train_pairs": train.num_pairs, "eval_split": split},
+        "train": cfg.__dict__, "seed": cfg.seed, "device": device, "seconds": round(elapsed, 1),
+        "metrics": pub, "versions": versions()})
+    save_config(ctx, out, {**spec_values(spec), **cfg.__dict__})
+    recall_curves({"full data": recall_curve(tr, ir)}, out / "recall.png",
+                  title=f"{spec.encoder} trained on all of {ds.dataset}/train, {split} retrieval")
+    emit(m, as_json, f"full data ({train.num_pairs} pairs)")
+    if not as_json:
+        click.echo(f"wrote {out}/metrics.json, recall.png, model.safetensors ({elapsed:.0f} s)")

@@ -1,0 +1,322 @@
+"""The architecture as a user meets it: a third-party distiller (a few lines overriding a recipe
+step) run from `vl distill` with its own flags, `--config` files that repeat a run, and recipe
+files run by `vl run` (stages, resume, reuse), including the shipped recipes resolving to the
+settings benchmarks/RESULTS.md documents."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+
+from vlcore import hookimpl
+from vlcore.checkpoint import read_state
+from vlcore.losses import contrastive_loss
+from vlcore.matching import TrajectoryMatching
+from vlcore.pairset import PairSet
+
+pytest_plugins = ["vlcore.testing.fixtures"]
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
+        "--dataset-option", "image_size=32"]
+MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
+FAST = ["--pairs", "4", "--iterations", "3", "--syn-steps", "2", "--expert-epochs", "1", "--max-start-epoch", "1",
+        "--no-eval"]
+
+
+def vl(*args, ok=True):
+    from vlcore.cli.main import cli
+
+    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, res.output
+    return res
+
+
+@pytest.fixture(scope="module")
+def buffer(tmp_path_factory):
+    out = tmp_path_factory.mktemp("buf") / "buffer"
+    vl("experts", *TINY, *MODEL, "--num-experts", 2, "--epochs", 2, "--batch-size", 16, "--out", out)
+    return out
+
+
+# ------------------------------------------------------------------------------ a third-party distiller
+class Tempered(TrajectoryMatching):
+    """Tempered: trajectory matching whose student learns its contrastive temperature (a test plugin)."""
+
+    name = "tempered-test"
+
+    @dataclass(frozen=True)
+    class Config(TrajectoryMatching.Config):
+        #: initial temperature of the student's contrastive loss
+        temperature: float = 0.1
+        #: learning rate of the log temperature
+        lr_temperature: float = 0.05
+
+    def init_synthetic(self, ctx, state):
+        super().init_synthetic(ctx, state)
+        c = self.config
+        state.add_learned("log_temperature", torch.tensor(c.temperature).log(), "temperature", c.lr_temperature,
+                          c.momentum)
+
+    def inner_loss(self, img_emb, txt_emb, idx, inputs):
+        return contrastive_loss(img_emb, txt_emb, temperature=inputs["log_temperature"].exp())
+
+
+class TemperedPlugin:
+    @staticmethod
+    @hookimpl
+    def register_distillers(register):
+        register(Tempered)
+
+
+def test_a_third_party_distiller_runs_from_the_cli(register_plugin, buffer, tmp_path):
+    register_plugin(TemperedPlugin, "tempered")
+    help_text = " ".join(vl("distill", "--distiller", "tempered-test", "--help").output.split())
+    assert "--temperature FLOAT" in help_text and "Initial temperature of the student's contrastive loss" in help_text
+    assert "--lr-temperature" in help_text
+    out = tmp_path / "ps"
+    vl("distill", "--distiller", "tempered-test", "--buffer", buffer, *FAST, "--temperature", 0.2,
+       "--checkpoint-every", 1, "--out", out)
+    ps = PairSet.load(out)
+    assert ps.meta["method"] == "tempered-test" and ps.meta["config"]["temperature"] == 0.2
+    t = ps.extra["log_temperature"]  # the method's own learned tensor is saved in the pair set...
+    assert t.shape == () and float(t.exp()) != pytest.approx(0.2)  # ...and it was learned
+    assert ps.storage()["floats"] == ps.images.numel() + ps.text.numel() + 1 + 2
+    meta, tensors = read_state(out / "checkpoint.safetensors")  # ...and checkpointed, with its optimiser
+    assert meta["iteration"] == 3 and "learned.log_temperature" in tensors
+    assert meta["optimizers"]["temperature"]["param_groups"][0]["lr"] == 0.05
+    # resuming extends the run from its checkpoint, with the method's state
+    vl("distill", "--distiller", "tempered-test", "--buffer", buffer, *FAST, "--temperature", 0.2,
+       "--checkpoint-every", 1, "--out", out, "--iterations", 5, "--resume")
+    again = PairSet.load(out)
+    assert again.meta["iterations_done"] == 5 and not torch.equal(again.extra["log_temperature"], t)
+    # a flag the method does not have is refused by name, with its options listed
+    res = vl("distill", "--distiller", "bitraj", "--buffer", buffer, "--temperature", 0.2, "--out", tmp_path / "x",
+             ok=False)
+    assert res.exit_code == 2 and "Unknown option 'temperature' for distiller 'bitraj'" in res.output
+
+
+# ------------------------------------------------------------------------------ --config
+def test_config_toml_repeats_a_run_and_flags_override_it(buffer, tmp_path):
+    vl("distill", "--buffer", buffer, *FAST, "--out", tmp_path / "a")
+    cfg = tmp_path / "a" / "config.toml"
+    text = cfg.read_text()
+    assert "syn-steps = 2" in text and 'distiller = "bitraj"' in text and "resume" not in text
+    vl("distill", "--config", cfg, "--out", tmp_path / "b")
+    a, b = PairSet.load(tmp_path / "a"), PairSet.load(tmp_path / "b")
+    assert torch.equal(a.images, b.images) and torch.equal(a.text, b.text)
+    assert b.meta["config"] == a.meta["config"]
+    vl("distill", "--config", cfg, "--pairs", 5, "--out", tmp_path / "c")  # the command line wins
+    assert len(PairSet.load(tmp_path / "c")) == 5
+
+
+def test_config_file_errors_name_the_key(buffer, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('syn-stepz = 3\n')
+    res = vl("distill", "--buffer", buffer, "--config", bad, "--out", tmp_path / "x", ok=False)
+    assert res.exit_code == 2 and "Unknown key 'syn-stepz'" in res.output and "Did you mean 'syn_steps'" in res.output
+    bad.write_text('pairs = \n')
+    res = vl("distill", "--buffer", buffer, "--config", bad, "--out", tmp_path / "x", ok=False)
+    assert res.exit_code == 2 and "not valid TOML" in res.output and str(bad) in res.output
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------ vl run
+RECIPE = """
+[recipe]
+description = "tiny: bitraj vs random"
+
+[common]
+dataset = "embedded"
+dataset-option = ["num_train=24", "num_dev=12", "image_size=32"]
+encoder = "convnet"
+encoder-option = ["width=8"]
+image-size = 16
+
+[stages.buffer]
+run = "experts"
+num-experts = 1
+epochs = 2
+batch-size = 16
+
+[stages.distilled]
+run = "distill"
+buffer = "@buffer"
+pairs = 4
+iterations = 2
+syn-steps = 2
+max-start-epoch = 1
+no-eval = true
+
+[stages.random]
+run = "coreset"
+method = "random"
+budget = 4
+
+[stages.eval-distilled]
+run = "eval"
+pairset = "@distilled"
+seeds = 1
+epochs = 2
+
+[stages.eval-random]
+run = "eval"
+pairset = "@random"
+seeds = 1
+epochs = 2
+"""
+
+
+def test_vl_run_runs_resumes_and_reuses_stages(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(RECIPE)
+    out = tmp_path / "exp"
+    first = vl("run", recipe, "--out", out)
+    assert "[2/5] distilled: vl distill" in first.output and "eval-random" in first.output
+    for stage in ("buffer", "distilled", "random", "eval-distilled", "eval-random"):
+        assert json.loads((out / stage / ".vl-stage.json").read_text())["done"]
+    assert (out / "results.md").exists() and (out / "recall.png").exists()
+    # the same command again reuses every finished stage
+    again = vl("run", recipe, "--out", out, "--json")
+    assert again.output.count("done earlier, reused") == 5
+    metrics = json.loads(again.output.strip().splitlines()[-1])
+    assert set(metrics) == {"eval-distilled", "eval-random"}
+    assert metrics["eval-random"] == json.loads((out / "eval-random" / "metrics.json").read_text())
+    # a stage whose settings changed is refused, naming the folder
+    res = vl("run", recipe, "--out", out, "--set", "distilled.pairs=5", ok=False)
+    assert res.exit_code != 0 and str(out / "distilled") in res.output and "other settings" in res.output
+    # an interrupted distillation stage resumes from its checkpoint
+    (out / "distilled" / ".vl-stage.json").write_text(json.dumps(
+        {**json.loads((out / "distilled" / ".vl-stage.json").read_text()), "done": False}))
+    resumed = vl("run", recipe, "--out", out)
+    assert "distilled: vl distill" in resumed.output and resumed.output.count("reused") == 4
+
+
+def test_vl_run_single_eval_json_has_the_keys_of_vl_eval(tmp_path):
+    recipe = tmp_path / "one.toml"
+    recipe.write_text(RECIPE.split("[stages.distilled]")[0] + """
+[stages.random]
+run = "coreset"
+method = "random"
+budget = 4
+
+[stages.eval]
+run = "eval"
+pairset = "@random"
+seeds = 1
+epochs = 2
+""")
+    res = vl("run", recipe, "--out", tmp_path / "o", "--split", "dev", "--json")
+    metrics = json.loads(res.output.strip().splitlines()[-1])
+    direct = json.loads(vl("eval", tmp_path / "o" / "random", "--seeds", 1, "--epochs", 2, "--json",
+                           "--out", tmp_path / "direct").output.strip().splitlines()[-1])
+    assert set(metrics) == set(direct) and metrics == direct
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[stages.a]\nrun = 'distil'\n", "Did you mean 'distill'"),
+    ("[stages.a]\nnum-experts = 1\n", "names no command"),
+    ("[stages.a]\nrun = 'experts'\nnum-expert = 1\n", "has no setting 'num-expert'"),
+    ("[stages.a]\nrun = 'eval'\npairset = '@b'\n", "not an earlier stage"),
+    ("[stage.a]\nrun = 'experts'\n", "Did you mean 'stages'"),
+    ("[stages.a]\nrun = 'distill'\ndistiller = 'bitrj'\n", "Did you mean 'bitraj'"),
+])
+def test_recipe_errors(tmp_path, text, message):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    res = vl("run", recipe, "--out", tmp_path / "o", ok=False)
+    assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------ shipped recipes
+def documented_commands() -> dict[str, list[str]]:
+    """step name -> argv of the commands benchmarks/RESULTS.md documents (its command table)."""
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    return {m.group(1): shlex.split(m.group(2))[1:] for m in re.finditer(r"^\| ([\w-]+) \| `(vl [^`]+)` \|", text, re.M)}
+
+
+def parsed(argv: list[str]) -> tuple[click.Context, dict]:
+    from vlcore.cli.main import cli
+
+    cmd = cli.commands[argv[0]]
+    ctx = cmd.make_context(argv[0], list(argv[1:]))
+    explicit = {k for k in ctx.params if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    return ctx, {k: ctx.params[k] for k in explicit}
+
+
+#: recipe -> the RESULTS.md steps it runs, in order
+STEPS = {"flickr8k-full": ["full-effnet"], "flickr8k-full-convnet": ["full-convnet"]}
+for _n in (100, 200):
+    STEPS[f"flickr8k-bitraj-{_n}"] = ["experts", f"bitraj-{_n}", f"eval-bitraj-{_n}"]
+for _m in ("random", "herding", "kcenter", "forgetting"):
+    for _n in (100, 200, 500, 1000):
+        STEPS[f"flickr8k-{_m}-{_n}"] = ([] if _m in ("random", "forgetting") else ["experts"]) + \
+            [f"{_m}-{_n}", f"eval-{_m}-{_n}"]
+PATHS = {"out", "buffer", "pairset", "as_json"}  # paths and output formats, not settings
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_flickr8k_recipes_resolve_to_the_documented_settings(name):
+    from vlcore.cli.run import stage_argv
+    from vlcore.cli.options import DATASET_PARAMS, MODEL_PARAMS
+    from vlcore.experiment import load
+
+    docs = documented_commands()
+    exp = load(str(ROOT / "recipes" / f"{name}.toml"))
+    exp.common["data"] = "../shared/data/flickr8k-dev"
+    assert [s.name for s in exp.stages] and len(exp.stages) == len(STEPS[name])
+    made_with: dict[str, dict] = {}  # stage -> the model/dataset settings its artifact records
+    keys = MODEL_PARAMS + DATASET_PARAMS
+    for stage, step in zip(exp.stages, STEPS[name]):
+        doc_argv = docs[step]
+        assert doc_argv[0] == stage.command, (name, step)
+        doc_ctx, doc_given = parsed(doc_argv)
+        rec_ctx, rec_given = parsed([stage.command, *stage_argv(exp, stage, Path("OUT"), None)])
+        source = next((v[1:] for k, v in stage.settings.items() if k in ("buffer", "pairset")), None)
+        inherited = made_with.get(source, {})
+        for key, value in doc_given.items():
+            if key not in PATHS:
+                assert rec_ctx.params[key] == value, (name, stage.name, key)
+        for key in set(rec_given) - set(doc_given) - PATHS:
+            # set by the recipe but not in the documented command: a model or dataset setting that the
+            # documented command inherits from its artifact (the buffer, the pair set), to the same value
+            assert key in keys, (name, stage.name, key)
+            assert inherited.get(key) == rec_given[key], (name, stage.name, key)
+        made_with[stage.name] = {k: doc_given[k] if k in doc_given else inherited.get(k) for k in keys}
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "recipes").glob("*.toml")
+                                        if not p.name.endswith(("-base.toml", "-experts.toml"))))
+def test_every_shipped_recipe_parses_and_resolves(path):
+    from vlcore.cli.run import stage_argv
+    from vlcore.experiment import load
+
+    exp = load(str(ROOT / "recipes" / path))
+    assert exp.description
+    for stage in exp.stages:
+        ctx, _ = parsed([stage.command, *stage_argv(exp, stage, Path("OUT"), None)])
+        assert ctx.params["out"] == str(Path("OUT") / stage.name)
+    if path.startswith("paper-"):
+        settings = {**exp.common, **exp.stage("distilled").settings}
+        assert settings["image-size"] == 224 and settings["text-encoder"] == "bert"
+        assert (settings["syn-steps"], settings["expert-epochs"], settings["max-start-epoch"]) == (8, 1, 2)
+        assert settings["lr-images"] == settings["lr-text"] == 1000.0 and settings["lr-lr"] == 0.01
+        assert exp.stage("buffer").settings["num-experts"] == 20 and exp.stage("buffer").settings["epochs"] == 10
+
+
+def test_the_demo_is_the_embedded_recipe():
+    from vlcore.experiment import load
+
+    exp = load("demo")
+    assert [s.command for s in exp.stages] == ["experts", "distill", "coreset", "eval", "eval"]
+    assert vl("run", "demo", "--dry-run", "--out", "X").output.count("\nvl ") == 4

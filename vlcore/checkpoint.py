@@ -1,0 +1,107 @@
+"""A recipe's run state on disk, in a format that cannot execute code.
+
+One ``checkpoint.safetensors`` file, written atomically: every tensor of the state (learned
+tensors, their optimisers' buffers, the run's random generators) as a safetensors tensor, and
+everything else (iteration, history, best-on-dev record, run key, optimiser hyper-parameters) as
+JSON in the file's metadata.  Nothing is unpickled on load; a file that is not such a checkpoint,
+or is torn, is refused with a message.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .errors import DataError
+from .io import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .recipe import RunState
+
+FORMAT = "vlcore.checkpoint/1"
+NAME = "checkpoint.safetensors"
+
+
+def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, state_keys = {}, {}
+    for pid, st in sd["state"].items():
+        keys = []
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"opt.{name}.{pid}.{k}"] = v.detach().cpu().contiguous()
+                keys.append(k)
+            elif v is not None:
+                raise TypeError(f"optimizer '{name}' state {k!r} is not a tensor ({type(v).__name__})")
+        state_keys[str(pid)] = keys
+    return tensors, {"param_groups": sd["param_groups"], "state": state_keys}
+
+
+def save_state(state: "RunState", path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in state.learned.items():
+        tensors[f"learned.{k}"] = v.detach().cpu().contiguous()
+    for k, v in state.saved.items():
+        tensors[f"saved.{k}"] = v.detach().cpu().contiguous()
+    opts = {}
+    for name, opt in state.optimizers.items():
+        t, meta = _optimizer_tensors(name, opt)
+        tensors.update(t)
+        opts[name] = meta
+    tensors["rng.generator"] = state.generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"format": FORMAT, "run_key": state.run_key, "iteration": state.iteration, "failures": state.failures,
+            "history": state.history, "best": state.best, "info": state.info, "optimizers": opts}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"vlcore": json.dumps(meta)})
+
+
+def read_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a checkpoint file; DataError if it is not a readable checkpoint."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("vlcore")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(raw) if raw else None
+    except Exception as exc:
+        raise DataError(f"{path} is not a readable vlcore checkpoint ({type(exc).__name__}: {exc}); it is damaged "
+                        f"or was not written by vlcore. Start the run over into another --out folder.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{path} is not a vlcore checkpoint (format {FORMAT}). Start the run over into another "
+                        f"--out folder.")
+    return meta, tensors
+
+
+def load_state(state: "RunState", path: str | Path) -> "RunState":
+    """Fill the freshly set-up ``state`` (its learned tensors and optimisers built, which gives the
+    names and shapes to expect) from the checkpoint at ``path``."""
+    meta, tensors = read_state(path)
+    if meta["run_key"] != state.run_key:
+        raise DataError(f"{path} belongs to a run with other settings (config, buffer, model, data or seed); "
+                        f"resume with the same command, or choose another --out.")
+    with torch.no_grad():
+        for k, v in state.learned.items():
+            saved = tensors.get(f"learned.{k}")
+            if saved is None or saved.shape != v.shape:
+                raise DataError(f"{path} holds no tensor '{k}' of shape {tuple(v.shape)}; it is from another run.")
+            v.copy_(saved)
+    state.saved = {k[len("saved."):]: v for k, v in tensors.items() if k.startswith("saved.")}
+    for name, opt in state.optimizers.items():
+        om = meta["optimizers"].get(name)
+        if om is None:
+            raise DataError(f"{path} holds no state of optimiser '{name}'; it is from another run.")
+        st = {int(pid): {k: tensors[f"opt.{name}.{pid}.{k}"] for k in keys} for pid, keys in om["state"].items()}
+        opt.load_state_dict({"state": st, "param_groups": om["param_groups"]})
+    state.generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    state.iteration, state.failures = int(meta["iteration"]), int(meta["failures"])
+    state.history, state.best, state.info = meta["history"], meta["best"], meta["info"]
+    return state

@@ -1,0 +1,359 @@
+"""Trajectory matching as a recipe: the steps every method of this family shares.
+
+Stage 2 of REFERENCE.md: synthetic pairs (pixels + continuous caption embeddings) are optimised so
+that a student trained on them for ``syn_steps`` steps from an expert's epoch-``s`` parameters
+lands where the expert was at epoch ``s + expert_epochs``; each modality's distance is normalised
+by its own expert displacement.  The math is in :mod:`vlcore.unroll`, the loop in
+:mod:`vlcore.recipe`; a method subclasses :class:`TrajectoryMatching` and overrides what differs:
+
+* :meth:`~TrajectoryMatching.init_synthetic`: more learned tensors (LoRS's similarity factors);
+* :meth:`~TrajectoryMatching.student_inputs`: what the student reads, built once per iteration
+  from the learned tensors (the similarity matrix from its factors);
+* :meth:`~TrajectoryMatching.plan_step`: per-step random draws (RepBlend's blending weight);
+* :meth:`~TrajectoryMatching.student_batch`: the minibatch of one inner step (blending);
+* :meth:`~TrajectoryMatching.inner_loss`: the student's loss on it (LoRS's soft targets);
+* :meth:`~TrajectoryMatching.snapshot`: what the pair set holds beside images and texts.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .components import DistillContext, Distiller
+from .coreset import source_ids
+from .data import to_float
+from .errors import ConfigError, IncompatibleError, VLError
+from .evaluate import evaluate_pairs
+from .io import fingerprint, versions
+from .losses import contrastive_loss
+from .pairset import PairSet
+from .pipeline import build_model
+from .recipe import RunState, StepResult
+from .unroll import ParamLayout, Unroll
+
+log = logging.getLogger(__name__)
+
+#: the learned tensors every trajectory-matching method has; others are a method's own (saved in the
+#: pair set's ``extra``)
+STANDARD = ("images", "text", "log_lr_img", "log_lr_txt")
+#: config keys that may change across a resume (iterations may grow: resuming can extend a run)
+VOLATILE = ("iterations", "eval_every", "checkpoint_every", "max_failures")
+
+
+@dataclass
+class Plan:
+    """The random draws of one outer iteration, made before the unroll (a backend may recompute a
+    step, so a step must not draw anything itself)."""
+
+    expert: int
+    start_epoch: int
+    batches: list[torch.Tensor]
+    #: per inner step, whatever :meth:`TrajectoryMatching.plan_step` drew
+    steps: list[dict] = field(default_factory=list)
+
+
+class TrajectoryMatching(Distiller):
+    """Base recipe of trajectory-matching distillers (not registered itself)."""
+
+    #: the encoder trainable mode this distiller matches (None: whatever the buffer has)
+    requires_trainable: str | None = None
+
+    @dataclass(frozen=True)
+    class Config:
+        #: synthetic pairs to distil
+        pairs: int = 100
+        #: outer iterations
+        iterations: int = 500
+        #: student steps per outer iteration
+        syn_steps: int = 8
+        #: expert epochs the student must cover (M)
+        expert_epochs: int = 1
+        #: start epochs are drawn from [0, max_start_epoch)
+        max_start_epoch: int = 2
+        #: synthetic pairs per inner step; 0 = the whole synthetic set (as published)
+        batch_syn: int = 0
+        #: learning rate of the synthetic pixels (in [0, 1])
+        lr_images: float = 100.0
+        #: learning rate of the synthetic text embeddings
+        lr_text: float = 100.0
+        #: learning rate of the learnable step sizes (learned as log(lr): a relative rate)
+        lr_lr: float = 1e-2
+        #: initial student step size (both sides); 0 = the experts' learning rate (as MTT does)
+        lr_init: float = 0.0
+        #: momentum of the outer SGD (images, texts, step sizes)
+        momentum: float = 0.5
+        #: initial images: real training images, or noise
+        init_images: Literal["real", "noise"] = "real"
+        #: initial texts: real caption embeddings, or noise of the same mean and spread
+        init_text: Literal["real", "noise"] = "real"
+        #: optimise the images (off: they stay real)
+        distill_images: bool = True
+        #: optimise the text embeddings (off: they stay real)
+        distill_text: bool = True
+        #: learn the student's step sizes
+        learn_lr: bool = True
+        #: unroll backend: how the matching loss is differentiated through the student's steps
+        unroll: str = field(default="func", metadata={"kind": "unroll_backend"})
+        #: save a checkpoint every N iterations (and on Ctrl-C)
+        checkpoint_every: int = 25
+        #: evaluate on the dev split every N iterations (0: only at the end)
+        eval_every: int = 0
+        #: stop after this many failed iterations in a row (non-finite, or rolled back)
+        max_failures: int = 5
+        #: clamp synthetic pixels to [0, 1] after each update
+        clamp_images: bool = False
+
+    # ------------------------------------------------------------------ setup
+    def check(self, ctx: DistillContext) -> None:
+        """Refuse settings this run cannot use (before any work)."""
+        c = self.config
+        if c.pairs < 2:
+            raise ConfigError(f"{self.name} needs pairs >= 2 (the contrastive loss needs negatives).")
+        if c.pairs > ctx.train.num_pairs:
+            raise ConfigError(f"pairs={c.pairs} exceeds the {ctx.train.num_pairs} training pairs.")
+        if c.iterations < 0 or c.syn_steps < 1 or c.expert_epochs < 1 or c.max_start_epoch < 1:
+            raise ConfigError("iterations >= 0, syn_steps >= 1, expert_epochs >= 1 and max_start_epoch >= 1 are required.")
+        if not 0 <= c.batch_syn <= c.pairs:
+            raise ConfigError(f"batch_syn must be 0 (all pairs) or 1..pairs={c.pairs} (got {c.batch_syn}).")
+        if c.max_start_epoch - 1 + c.expert_epochs > ctx.buffer.epochs:
+            raise ConfigError(
+                f"max_start_epoch={c.max_start_epoch} with expert_epochs={c.expert_epochs} needs experts trained "
+                f"for at least {c.max_start_epoch - 1 + c.expert_epochs} epochs; the buffer has {ctx.buffer.epochs}.")
+        if not (c.distill_images or c.distill_text):
+            raise ConfigError("nothing to distil: distill_images and distill_text are both false.")
+        if self.requires_trainable and ctx.spec.trainable != self.requires_trainable:
+            raise IncompatibleError(
+                f"distiller '{self.name}' matches {self.requires_trainable} parameters but the buffer's encoder "
+                f"trains '{ctx.spec.trainable}'. Train experts with `vl experts --trainable {self.requires_trainable}`.")
+        if ctx.buffer.num_experts < 1:
+            raise VLError(f"buffer {ctx.buffer.path} has no finished expert; run `vl experts` first.")
+
+    def setup(self, ctx: DistillContext) -> RunState:
+        self.check(ctx)
+        spec, buf = ctx.spec, ctx.buffer
+        text_dim = int(ctx.train.text.shape[1])
+        model = build_model(spec, text_dim, seed=ctx.seed, host=ctx.host, device=ctx.device)
+        buf.check_compatible(spec, text_dim, model)
+        model.train()
+        self.model = model
+        self.backend = self._backend(ctx)
+        self.forward = self.backend.prepare(model)
+        params = model.trainable_named()
+        self.layout = ParamLayout.of(params, {n: model.modality_of(n) for n in params})
+        self._buffer = buf
+        self._experts: dict[int, dict[str, torch.Tensor]] = {}
+        torch.manual_seed(ctx.seed)
+        return RunState(learned={}, optimizers={}, generator=torch.Generator().manual_seed(ctx.seed),
+                        run_key=self.run_key(ctx))
+
+    def run_key(self, ctx: DistillContext) -> str:
+        """What must not change across a resume: config (but :data:`VOLATILE`), model, buffer, seed, data."""
+        cfg = {k: v for k, v in asdict(self.config).items() if k not in VOLATILE}
+        return fingerprint(self.name, cfg, ctx.spec.as_dict(), str(Path(ctx.buffer.path).resolve()), ctx.seed,
+                           ctx.dataset_info.get("fingerprint"))
+
+    def _backend(self, ctx: DistillContext):
+        from .registry import get_host
+
+        return (ctx.host or get_host()).create("unroll_backend", self.config.unroll, {})
+
+    def init_synthetic(self, ctx: DistillContext, state: RunState) -> None:
+        """N random real pairs (or noise), the log step sizes at the experts' learning rate."""
+        c, train, g = self.config, ctx.train, state.generator
+        idx = torch.randperm(train.num_pairs, generator=g)[:c.pairs]
+        images = to_float(train.images[train.pair_image[idx]]).clone()
+        text = train.text[idx].clone().float()
+        if c.init_images == "noise":
+            images = (0.5 + 0.25 * torch.randn(images.shape, generator=g)).clamp(0, 1)
+        if c.init_text == "noise":
+            mu, sd = train.text.mean(0), train.text.std(0)
+            text = mu + sd * torch.randn(text.shape, generator=g)
+        dev = ctx.device
+        self._learn(state, "images", images.to(dev), c.distill_images, "images", c.lr_images)
+        self._learn(state, "text", text.to(dev), c.distill_text, "text", c.lr_text)
+        lr0 = c.lr_init or float(ctx.buffer.index["expert"]["lr"])
+        for side in ("img", "txt"):
+            self._learn(state, f"log_lr_{side}", torch.tensor(math.log(lr0), device=dev), c.learn_lr, "lr", c.lr_lr)
+        state.saved["init_images"] = images.clone()
+        ids = source_ids(train, idx)
+        state.info["ids"] = [list(x) for x in ids] if ids is not None else None
+
+    def _learn(self, state: RunState, name: str, tensor: torch.Tensor, learned: bool, optimizer: str, lr: float):
+        if learned:
+            state.add_learned(name, tensor, optimizer, lr, self.config.momentum)
+        else:
+            state.learned[name] = tensor.detach().clone()
+
+    # ------------------------------------------------------------------- step
+    def plan(self, state: RunState) -> Plan:
+        """Draw this iteration's expert, start epoch and minibatches from the run's generator."""
+        c, g = self.config, state.generator
+        n = c.pairs
+        bs = c.batch_syn or n
+        e = int(torch.randint(self._num_experts(), (1,), generator=g))
+        s = int(torch.randint(c.max_start_epoch, (1,), generator=g))
+        batches, perm = [], torch.randperm(n, generator=g)
+        pos = 0
+        for _ in range(c.syn_steps):
+            if pos + bs > n:
+                perm, pos = torch.randperm(n, generator=g), 0
+            batches.append(perm[pos:pos + bs])
+            pos += bs
+        plan = Plan(e, s, batches)
+        plan.steps = [self.plan_step(state, k, idx) for k, idx in enumerate(batches)]
+        return plan
+
+    def plan_step(self, state: RunState, k: int, idx: torch.Tensor) -> dict:
+        """Extra random draws of inner step ``k`` (default: none)."""
+        return {}
+
+    def student_inputs(self, ctx: DistillContext, state: RunState, plan: Plan) -> dict[str, torch.Tensor]:
+        """What the student reads this iteration, computed once from the learned tensors: ``x`` (the
+        images, or their frozen-backbone features), ``text``, ``lr_img``, ``lr_txt``, and every other
+        learned tensor under its own name.  For a frozen backbone only the images some step uses go
+        through it."""
+        L = state.learned
+        images = L["images"]
+        if self.model.frozen:
+            used = torch.unique(torch.cat(plan.batches))
+            if used.numel() == images.shape[0]:
+                x = self.model.image_features(images)
+                self._position = None
+            else:
+                x = self.model.image_features(images[used.to(images.device)])
+                pos = torch.full((images.shape[0],), -1, dtype=torch.long)
+                pos[used] = torch.arange(used.numel())
+                self._position = pos
+        else:
+            x, self._position = images, None
+        extra = {k: v for k, v in L.items() if k not in STANDARD}  # a method's own learned tensors, by name
+        return {"x": x, "text": L["text"], "lr_img": L["log_lr_img"].exp(), "lr_txt": L["log_lr_txt"].exp(),
+                **extra}
+
+    def student_batch(self, inputs: dict, plan: Plan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image input, text input) of inner step ``k``'s minibatch."""
+        idx = plan.batches[k]
+        rows = idx if self._position is None else self._position[idx]
+        dev = inputs["x"].device
+        return inputs["x"][rows.to(dev)], inputs["text"][idx.to(dev)]
+
+    def inner_loss(self, img_emb: torch.Tensor, txt_emb: torch.Tensor, idx: torch.Tensor,
+                   inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The student's loss on one synthetic minibatch: the contrastive loss (T = 0.07)."""
+        return contrastive_loss(img_emb, txt_emb)
+
+    def step(self, ctx: DistillContext, state: RunState) -> StepResult:
+        plan = self.plan(state)
+        start, target = self._trajectory(plan.expert, plan.start_epoch, ctx.device)
+        inputs = self.student_inputs(ctx, state, plan)
+        key = "features" if self.model.frozen else "images"
+
+        def step_loss(params, k):
+            x, t = self.student_batch(inputs, plan, k)
+            img_emb, txt_emb = self.forward(params, **{key: x}, text=t)
+            return self.inner_loss(img_emb, txt_emb, plan.batches[k], inputs)
+
+        u = Unroll(self.layout, start, target, {"img": inputs["lr_img"], "txt": inputs["lr_txt"]},
+                   self.config.syn_steps, step_loss)
+        wrt = {k: v for k, v in inputs.items() if v.requires_grad}
+        res = self.backend.run(u, list(wrt.values()))
+        grads = self._chain(state, wrt, res.grads)
+        metrics = {"img": res.parts.get("img", float("nan")), "txt": res.parts.get("txt", float("nan")),
+                   "lr_img": float(inputs["lr_img"].detach()), "lr_txt": float(inputs["lr_txt"].detach())}
+        return StepResult(res.loss, grads, metrics)
+
+    def _chain(self, state: RunState, wrt: dict[str, torch.Tensor], grads: list) -> dict[str, torch.Tensor | None]:
+        """Gradients of the learned leaves from those of the student's inputs (one backward pass
+        through what made the inputs: the frozen backbone, exp of the log step sizes, ...)."""
+        leaves = {k: v for k, v in state.learned.items() if v.requires_grad}
+        outs = [(t, g) for t, g in zip(wrt.values(), grads) if g is not None]
+        if not outs or not leaves:
+            return {k: None for k in leaves}
+        got = torch.autograd.grad([t for t, _ in outs], list(leaves.values()), grad_outputs=[g for _, g in outs],
+                                  allow_unused=True)
+        return dict(zip(leaves, got))
+
+    def _num_experts(self) -> int:
+        return self._buffer.num_experts
+
+    def _trajectory(self, e: int, s: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, target): expert ``e``'s flat parameters at epochs s and s + expert_epochs."""
+        ex = self._expert(e)
+        flat = [torch.cat([ex[f"{m}.{epoch}"] for m in self.layout.blocks]).to(device)
+                for epoch in (s, s + self.config.expert_epochs)]
+        return flat[0], flat[1]
+
+    def _expert(self, e: int) -> dict[str, torch.Tensor]:
+        if e not in self._experts:
+            if len(self._experts) > 64:
+                self._experts.pop(next(iter(self._experts)))
+            self._experts[e] = self._buffer.load(e)
+        return self._experts[e]
+
+    # --------------------------------------------------------------- guards
+    def check_state(self, state: RunState) -> str | None:
+        if self.config.clamp_images and state.learned["images"].requires_grad:
+            with torch.no_grad():
+                state.learned["images"].clamp_(0, 1)
+        bad = [k for k, v in state.learned.items() if not bool(torch.isfinite(v).all())]
+        return f"non-finite values in {', '.join(bad)}" if bad else None
+
+    # --------------------------------------------------------------- outputs
+    def evaluate(self, ctx: DistillContext, state: RunState) -> dict | None:
+        if ctx.eval_data is None:
+            return None
+        opts = {"seeds": 1, "epochs": 30, **ctx.eval_options}
+        return evaluate_pairs(self.snapshot(ctx, state), ctx.eval_data, ctx.spec, options=opts, device=ctx.device,
+                              host=ctx.host)
+
+    def snapshot(self, ctx: DistillContext, state: RunState) -> PairSet:
+        L = state.learned
+        text = L["text"].detach().cpu()
+        ids = state.info.get("ids")
+        meta = {"kind": "distilled", "method": self.name, "config": asdict(self.config),
+                "spec": ctx.spec.as_dict(), "dataset": ctx.dataset_info, "seed": ctx.seed,
+                "buffer": {"path": str(Path(ctx.buffer.path).resolve()), "index": ctx.buffer.index.get("expert"),
+                           "experts": ctx.buffer.num_experts},
+                "iterations_done": state.history["iteration"][-1] if state.history["iteration"] else 0,
+                "source_ids_are": "the real pairs the synthetic set was initialised from",
+                "history": state.history, "versions": versions()}
+        return PairSet(images=L["images"].detach().cpu(), text=text, captions=self.nearest_captions(ctx, text),
+                       meta=meta, lr_img=float(L["log_lr_img"].detach().exp()),
+                       lr_txt=float(L["log_lr_txt"].detach().exp()),
+                       source_ids=[(str(a), int(b)) for a, b in ids] if ids is not None else None,
+                       extra={k: v.detach().cpu() for k, v in L.items() if k not in STANDARD})
+
+    def nearest_captions(self, ctx: DistillContext, text: torch.Tensor) -> list[str]:
+        """For each synthetic text embedding, the nearest real training caption (cosine)."""
+        real = F.normalize(ctx.train.text.float(), dim=-1)
+        syn = F.normalize(text.detach().float().cpu(), dim=-1)
+        nn_idx = (syn @ real.t()).argmax(dim=1)
+        caps = ctx.train.captions or []
+        return [caps[i] if caps else f"caption #{i}" for i in nn_idx.tolist()]
+
+    def figures(self, ctx: DistillContext, state: RunState, ps: PairSet) -> None:
+        from .viz import line_plot, pair_grid
+
+        out, history = Path(ctx.out), state.history
+        shown = min(24, len(ps))
+        pair_grid(ps.images, ps.captions, out / "grid.png", before=state.saved.get("init_images"), max_pairs=24,
+                  cols=4, title=f"{self.name}: {shown} of {len(ps)} distilled pairs (left: initial, right: "
+                                f"distilled; caption: nearest real caption)")
+        if history["iteration"]:
+            series = {"total": (history["iteration"], history["loss"])}
+            for side, label in (("img", "image"), ("txt", "text")):
+                if any(not math.isnan(v) for v in history.get(side, [])):
+                    series[label] = (history["iteration"], history[side])
+            line_plot(series, out / "loss.png", xlabel="iteration", ylabel="matching loss",
+                      title=f"{self.name}: trajectory matching loss")
+        if history["eval"]:
+            its = [h["iteration"] for h in history["eval"]]
+            line_plot({k: (its, [h[k] for h in history["eval"]]) for k in ("tr_r1", "tr_r5", "ir_r1", "ir_r5")},
+                      out / "dev_recall.png", xlabel="iteration", ylabel="dev recall (%)",
+                      title="dev retrieval of models trained on the distilled set")

@@ -1,0 +1,195 @@
+"""The shared loop of distillation recipes (after torchtune's recipes).
+
+A distiller (:class:`vlcore.components.Distiller`) is a recipe: a small run state
+(:class:`RunState`) and methods with one job each.  :func:`run` drives them and owns everything
+around the method itself: resume from ``OUT/checkpoint.safetensors``, the non-finite guard on the
+loss and gradients, the guard on the state after each update (the update is rolled back when the
+recipe's :meth:`check_state` objects), checkpoints (also on Ctrl-C / SIGTERM), periodic dev
+evaluation with the best-on-dev set kept, progress (through ``ctx.progress``) and figures.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .checkpoint import NAME as CHECKPOINT
+from .errors import VLError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .components import DistillContext, Distiller
+    from .pairset import PairSet
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(VLError):
+    """Too many outer iterations in a row gave a non-finite loss or gradient, or an unusable state."""
+
+
+@dataclass
+class RunState:
+    """What a recipe run is, between two iterations: everything a checkpoint holds."""
+
+    #: the leaf tensors the outer loop optimises, by name (synthetic images and texts, step sizes,
+    #: and any method-specific ones: LoRS's similarity factors)
+    learned: dict[str, torch.Tensor]
+    #: the optimisers of ``learned`` (each over some of them), by name
+    optimizers: dict[str, torch.optim.Optimizer]
+    #: the run's seeded random stream (experts, start epochs, minibatches, ...)
+    generator: torch.Generator
+    #: what must not change across a resume (config, model, buffer, data, seed)
+    run_key: str = ""
+    #: outer iterations done (applied or skipped)
+    iteration: int = 0
+    #: iterations in a row that were skipped or rolled back
+    failures: int = 0
+    #: per-iteration records: "iteration", "loss" and the step's metrics; "eval": dev evaluations
+    history: dict[str, list] = field(default_factory=lambda: {"iteration": [], "loss": [], "eval": []})
+    #: the best dev evaluation so far ({"iteration", "rsum"})
+    best: dict | None = None
+    #: other tensors to keep (e.g. the initial images, for figures)
+    saved: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: other JSON to keep (e.g. the source pair ids of the initialisation)
+    info: dict = field(default_factory=dict)
+
+    def add_learned(self, name: str, tensor: torch.Tensor, optimizer: str, lr: float, momentum: float) -> torch.Tensor:
+        """Register a learned tensor with its own SGD optimiser group ``optimizer``."""
+        t = tensor.detach().clone().requires_grad_(True)
+        self.learned[name] = t
+        if optimizer in self.optimizers:
+            self.optimizers[optimizer].add_param_group({"params": [t], "lr": lr, "momentum": momentum})
+        else:
+            self.optimizers[optimizer] = torch.optim.SGD([t], lr=lr, momentum=momentum)
+        return t
+
+
+@dataclass
+class StepResult:
+    """One outer iteration's loss, the gradients of the learned tensors (by name; None: no
+    gradient reached it) and metrics to record (floats: per-modality matching terms, step sizes)."""
+
+    loss: float
+    grads: dict[str, torch.Tensor | None]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and all(g is None or bool(torch.isfinite(g).all()) for g in self.grads.values())
+
+
+def run(recipe: "Distiller", ctx: "DistillContext") -> "PairSet":
+    """Run ``recipe`` on ``ctx`` to the end; return the final pair set (saved in ``ctx.out``)."""
+    c = recipe.config
+    out = Path(ctx.out)
+    path = out / CHECKPOINT
+    state = recipe.setup(ctx)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe.init_synthetic(ctx, state)  # on resume too: it makes the tensors and optimisers the checkpoint fills
+    if ctx.resume and path.exists():
+        state = recipe.load_checkpoint(ctx, state, path)
+        log.info("resumed %s at iteration %d", path, state.iteration)
+    t_start = time.time()
+    desc = f"{recipe.name} {getattr(c, 'pairs', '')} pairs".replace("  ", " ")
+    task = ctx.progress.task(desc, c.iterations, unit="it", initial=state.iteration)
+    try:
+        while state.iteration < c.iterations:
+            _iterate(recipe, ctx, state, path, task)
+    except KeyboardInterrupt:
+        recipe.save_checkpoint(ctx, state, path)
+        raise
+    finally:
+        task.close()
+    if ctx.eval_data is not None and (not state.history["eval"] or
+                                      state.history["eval"][-1]["iteration"] != c.iterations):
+        _evaluate(recipe, ctx, state)
+    recipe.save_checkpoint(ctx, state, path)
+    ps = recipe.finalise(ctx, state)
+    ps.meta["seconds"] = round(time.time() - t_start, 1)
+    ps.save(out)
+    recipe.figures(ctx, state, ps)
+    return ps
+
+
+def _iterate(recipe, ctx, state: RunState, path: Path, task) -> None:
+    c = recipe.config
+    it = state.iteration
+    result = recipe.step(ctx, state)
+    problem = None if result.finite() else f"non-finite loss or gradient (loss {result.loss})"
+    if problem is None:
+        backup = _backup(state)
+        _apply(state, result)
+        problem = recipe.check_state(state)
+        if problem is not None:
+            _restore(state, backup)
+            problem = f"the update was rolled back: {problem}"
+    if problem is not None:
+        state.failures += 1
+        log.warning("iteration %d: %s (%d in a row)", it, problem, state.failures)
+        if state.failures >= c.max_failures:
+            recipe.save_checkpoint(ctx, state, path)
+            recipe.finalise(ctx, state).save(ctx.out)
+            raise NonFiniteError(
+                f"{state.failures} iterations in a row failed ({problem}); stopped at iteration {it} with the "
+                f"last good set saved in {ctx.out}. Lower the learning rates (--lr-images, --lr-text, --lr-lr) "
+                f"or --syn-steps.")
+        state.iteration += 1
+        task.update(1)
+        return
+    state.failures = 0
+    state.iteration += 1
+    done = state.iteration
+    state.history["iteration"].append(done)
+    state.history["loss"].append(result.loss)
+    for k, v in result.metrics.items():
+        state.history.setdefault(k, []).append(v)
+    task.update(1, loss=f"{result.loss:.3f}", **{k: f"{v:.3g}" for k, v in result.metrics.items()
+                                                  if k.startswith("lr")})
+    if c.eval_every and done % c.eval_every == 0 and done < c.iterations:
+        _evaluate(recipe, ctx, state)
+    if c.checkpoint_every and done % c.checkpoint_every == 0:
+        recipe.save_checkpoint(ctx, state, path)
+        recipe.snapshot(ctx, state).save(ctx.out)
+
+
+def _apply(state: RunState, result: StepResult) -> None:
+    for name, t in state.learned.items():
+        if t.requires_grad:
+            g = result.grads.get(name)
+            t.grad = g.detach() if g is not None else torch.zeros_like(t)
+    for opt in state.optimizers.values():
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def _backup(state: RunState):
+    return ({k: v.detach().clone() for k, v in state.learned.items()},
+            {k: copy.deepcopy(o.state_dict()) for k, o in state.optimizers.items()})
+
+
+def _restore(state: RunState, backup) -> None:
+    tensors, opts = backup
+    with torch.no_grad():
+        for k, v in tensors.items():
+            state.learned[k].copy_(v)
+    for k, sd in opts.items():
+        state.optimizers[k].load_state_dict(sd)
+
+
+def _evaluate(recipe, ctx, state: RunState) -> None:
+    m = recipe.evaluate(ctx, state)
+    if m is None:
+        return
+    it = state.iteration
+    state.history["eval"].append({"iteration": it, **{k: m[k] for k in ("tr_r1", "tr_r5", "tr_r10", "ir_r1",
+                                                                       "ir_r5", "ir_r10", "rsum")}})
+    if state.best is None or m["rsum"] > state.best["rsum"]:
+        state.best = {"iteration": it, "rsum": m["rsum"]}
+        ps = recipe.snapshot(ctx, state)
+        ps.meta["selected"] = {"by": "dev rsum", "iteration": it, "rsum": m["rsum"]}
+        ps.save(Path(ctx.out) / "best")
