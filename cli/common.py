@@ -33,9 +33,14 @@ class TqdmProgress(Progress):
     """Progress bars on stderr (the library reports, the CLI draws)."""
 
     def task(self, desc: str, total: int | None = None, *, unit: str = "it", initial: int = 0) -> Task:
+        import sys
+
         from tqdm.auto import tqdm
 
-        return _TqdmTask(tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False))
+        # on a terminal, live bars; in a log file, a line every 30 s at most
+        live = sys.stderr.isatty()
+        return _TqdmTask(tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=not live,
+                              mininterval=0.1 if live else 30.0))
 
 
 BARS = TqdmProgress()

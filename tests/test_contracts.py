@@ -41,6 +41,8 @@ OPTIONS: dict[tuple[str, str], dict] = {
     ("evaluator", "retrieval"): {"seeds": 1, "epochs": 2},
     ("distiller", "bitraj"): SMALL,
     ("distiller", "lora"): SMALL,
+    ("distiller", "lors"): {**SMALL, "batch_syn": 2},
+    ("distiller", "repblend"): {**SMALL, "batch_syn": 2},
     ("dataset", "embedded"): {"num_train": 4, "num_dev": 3, "num_test": 2},
 }
 
@@ -144,7 +146,7 @@ def test_component_contract(kind, name, tmp_path):
 def test_every_kind_has_bundled_components():
     bundled = {"image_encoder": {"convnet", "vit", "nfnet", "nf_resnet50", "nf_regnet", "effnet-lite0"},
                "text_encoder": {"minilm", "st", "bert"}, "dataset": {"flickr8k", "flickr30k", "coco", "embedded"},
-               "distiller": {"bitraj", "lora"}, "evaluator": {"retrieval"}, "unroll_backend": {"func", "higher", "checkpoint", "tesla"},
+               "distiller": {"bitraj", "lora", "lors", "repblend"}, "evaluator": {"retrieval"}, "unroll_backend": {"func", "higher", "checkpoint", "tesla"},
                "selector": {"random", "herding", "kcenter", "forgetting"}}
     for kind, names in bundled.items():
         assert names <= set(HOST.names(kind)), kind

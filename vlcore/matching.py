@@ -63,6 +63,8 @@ class TrajectoryMatching(Distiller):
 
     #: the encoder trainable mode this distiller matches (None: whatever the buffer has)
     requires_trainable: str | None = None
+    #: the image head its experts must have (None: any)
+    requires_image_head: str | None = None
 
     @dataclass(frozen=True)
     class Config:
@@ -119,8 +121,8 @@ class TrajectoryMatching(Distiller):
             raise ConfigError(f"pairs={c.pairs} exceeds the {ctx.train.num_pairs} training pairs.")
         if c.iterations < 0 or c.syn_steps < 1 or c.expert_epochs < 1 or c.max_start_epoch < 1:
             raise ConfigError("iterations >= 0, syn_steps >= 1, expert_epochs >= 1 and max_start_epoch >= 1 are required.")
-        if not 0 <= c.batch_syn <= c.pairs:
-            raise ConfigError(f"batch_syn must be 0 (all pairs) or 1..pairs={c.pairs} (got {c.batch_syn}).")
+        if c.batch_syn < 0 or c.batch_syn == 1:
+            raise ConfigError(f"batch_syn must be 0 (all pairs) or at least 2 (got {c.batch_syn}).")
         if c.max_start_epoch - 1 + c.expert_epochs > ctx.buffer.epochs:
             raise ConfigError(
                 f"max_start_epoch={c.max_start_epoch} with expert_epochs={c.expert_epochs} needs experts trained "
@@ -131,6 +133,11 @@ class TrajectoryMatching(Distiller):
             raise IncompatibleError(
                 f"distiller '{self.name}' matches {self.requires_trainable} parameters but the buffer's encoder "
                 f"trains '{ctx.spec.trainable}'. Train experts with `vl experts --trainable {self.requires_trainable}`.")
+        if self.requires_image_head and ctx.spec.resolved_head() != self.requires_image_head:
+            raise IncompatibleError(
+                f"distiller '{self.name}' matches an image head of the form '{self.requires_image_head}' but the "
+                f"buffer's image head is '{ctx.spec.resolved_head()}'. Train experts with `vl experts --trainable "
+                f"{self.requires_trainable or ctx.spec.trainable} --image-head {self.requires_image_head}`.")
         if ctx.buffer.num_experts < 1:
             raise VLError(f"buffer {ctx.buffer.path} has no finished expert; run `vl experts` first.")
 
@@ -163,10 +170,16 @@ class TrajectoryMatching(Distiller):
 
         return (ctx.host or get_host()).create("unroll_backend", self.config.unroll, {})
 
+    def num_synthetic(self, ctx: DistillContext) -> int:
+        """How many synthetic pairs the set holds (``pairs``; a method that stores more than pairs
+        may store fewer to keep the storage of ``pairs`` pairs)."""
+        return self.config.pairs
+
     def init_synthetic(self, ctx: DistillContext, state: RunState) -> None:
         """N random real pairs (or noise), the log step sizes at the experts' learning rate."""
         c, train, g = self.config, ctx.train, state.generator
-        idx = torch.randperm(train.num_pairs, generator=g)[:c.pairs]
+        self.n = self.num_synthetic(ctx)
+        idx = torch.randperm(train.num_pairs, generator=g)[:self.n]
         images = to_float(train.images[train.pair_image[idx]]).clone()
         text = train.text[idx].clone().float()
         if c.init_images == "noise":
@@ -194,8 +207,8 @@ class TrajectoryMatching(Distiller):
     def plan(self, state: RunState) -> Plan:
         """Draw this iteration's expert, start epoch and minibatches from the run's generator."""
         c, g = self.config, state.generator
-        n = c.pairs
-        bs = c.batch_syn or n
+        n = self.n
+        bs = min(c.batch_syn or n, n)
         e = int(torch.randint(self._num_experts(), (1,), generator=g))
         s = int(torch.randint(c.max_start_epoch, (1,), generator=g))
         batches, perm = [], torch.randperm(n, generator=g)
@@ -217,7 +230,9 @@ class TrajectoryMatching(Distiller):
         """What the student reads this iteration, computed once from the learned tensors: ``x`` (the
         images, or their frozen-backbone features), ``text``, ``lr_img``, ``lr_txt``, and every other
         learned tensor under its own name.  For a frozen backbone only the images some step uses go
-        through it."""
+        through it.  A method that derives an input from learned tensors replaces them by it (LoRS:
+        the similarity matrix replaces its factors): every input is differentiated once, and the
+        gradient reaches the learned tensors through what made the inputs."""
         L = state.learned
         images = L["images"]
         if self.model.frozen:

@@ -75,8 +75,11 @@ class PairSet:
             return None
         from .losses import lowrank_similarity
 
+        if spec.get("form") == "identity":
+            return torch.eye(len(self))
         if spec.get("form") != "lowrank":
-            raise DataError(f"pair set similarity form {spec.get('form')!r} is not known (expected 'lowrank').")
+            raise DataError(f"pair set similarity form {spec.get('form')!r} is not known (expected 'lowrank' or "
+                            f"'identity'); the set was made by a newer vlcore or by hand.")
         return lowrank_similarity(self.extra["similarity.diag"], self.extra["similarity.left"],
                                   self.extra["similarity.right"], float(spec["alpha"])).detach()
 

@@ -8,8 +8,10 @@ from vlcore import hookimpl
 
 from .bitraj import BiTrajectory
 from .lora import LoRAMatching
+from .lors import LoRS
+from .repblend import RepBlend
 
-DISTILLERS = (BiTrajectory, LoRAMatching)
+DISTILLERS = (BiTrajectory, LoRAMatching, LoRS, RepBlend)
 
 
 @hookimpl

@@ -523,7 +523,8 @@ def check_distiller(cls: type, options: dict | None = None, *, data=None, traina
     data = data if data is not None else tiny_pairs(8, 2)
     host = contract_host(host)
     trainable = trainable or getattr(cls, "requires_trainable", None) or "full"
-    spec = dataclasses.replace(TINY_SPEC, trainable=trainable)
+    spec = dataclasses.replace(TINY_SPEC, trainable=trainable,
+                               image_head=getattr(cls, "requires_image_head", None) or TINY_SPEC.image_head)
     info = {"name": "tiny", "fingerprint": data.key}
     with contextlib.ExitStack() as stack:
         root = Path(workdir) if workdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -1,0 +1,101 @@
+"""LoRS (Xu et al., ICML 2024): trajectory matching with a learned low-rank similarity matrix.
+
+Beside the N synthetic pairs the method learns S = diag(a) + (alpha / r) L R^T (a: ones, L:
+random normal, R: zeros at the start, so S starts as the identity).  The student's loss on a
+minibatch B is LoRS's weighted binary cross-entropy against the soft targets S[B][:, B]
+(:func:`vlcore.losses.similarity_bce_loss`); experts keep the contrastive loss.  S is learned by the
+outer loop with its own learning rate, checkpointed and saved in the pair set; ``vl eval`` of the
+set trains with the same loss on it.  By default the set stores ``pairs - k`` pairs, k the fewest
+that pay for S's floats (LoRS's authors store 99 / 199 / 499), so "100 pairs" is the storage of
+100 pairs for every method.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from vlcore.losses import lowrank_similarity, similarity_bce_loss
+from vlcore.matching import TrajectoryMatching
+
+DIAG, LEFT, RIGHT = "similarity.diag", "similarity.left", "similarity.right"
+
+
+def similarity_floats(n: int, rank: int) -> int:
+    """Floats of S's factors for n pairs: a (n), L and R (n x rank each)."""
+    return n + 2 * n * rank
+
+
+class LoRS(TrajectoryMatching):
+    """LoRS (ICML 2024): trajectory matching with a learned low-rank similarity matrix as soft targets."""
+
+    name = "lors"
+
+    @dataclass(frozen=True)
+    class Config(TrajectoryMatching.Config):
+        #: synthetic pairs per inner step (LoRS: 20); 0 = the whole synthetic set
+        batch_syn: int = 20
+        #: rank r of the similarity's low-rank part
+        rank: int = 10
+        #: scale alpha of the low-rank part: S = diag(a) + alpha / r L R^T (LoRS: 3 on Flickr30K, 1 on COCO)
+        alpha: float = 3.0
+        #: learning rate of the similarity's factors (LoRS: 10 on Flickr30K, 5 on COCO)
+        lr_similarity: float = 10.0
+        #: learn S (off: S stays the identity and is not stored: the ablation "LoRS without S")
+        learn_similarity: bool = True
+        #: store fewer pairs so that pairs + S fit the storage of `pairs` pairs (as LoRS)
+        pay_for_similarity: bool = True
+
+    def num_synthetic(self, ctx) -> int:
+        c = self.config
+        if not (c.learn_similarity and c.pay_for_similarity):
+            return c.pairs
+        img = ctx.train.images
+        per_pair = 3 * img.shape[-2] * img.shape[-1] + int(ctx.train.text.shape[1])
+        n = c.pairs
+        while n > 2 and n * per_pair + similarity_floats(n, c.rank) > c.pairs * per_pair:
+            n -= 1
+        return n
+
+    def check(self, ctx) -> None:
+        super().check(ctx)
+        from vlcore.errors import ConfigError
+
+        c = self.config
+        if c.rank < 0 or not math.isfinite(c.alpha) or not (c.lr_similarity >= 0 and math.isfinite(c.lr_similarity)):
+            raise ConfigError(f"lors needs rank >= 0, a finite alpha and lr_similarity >= 0 (got rank={c.rank}, "
+                              f"alpha={c.alpha}, lr_similarity={c.lr_similarity}).")
+
+    def init_synthetic(self, ctx, state) -> None:
+        super().init_synthetic(ctx, state)
+        c = self.config
+        if not c.learn_similarity:
+            return
+        n, dev = self.n, ctx.device
+        left = torch.randn(n, c.rank, generator=state.generator)
+        for name, value in ((DIAG, torch.ones(n)), (LEFT, left), (RIGHT, torch.zeros(n, c.rank))):
+            state.add_learned(name, value.to(dev), "similarity", c.lr_similarity, c.momentum)
+
+    def student_inputs(self, ctx, state, plan) -> dict[str, torch.Tensor]:
+        inputs = super().student_inputs(ctx, state, plan)
+        if self.config.learn_similarity:
+            # the student reads S, made from its factors: S replaces them among the inputs (the
+            # gradient reaches the factors through S, once)
+            inputs["similarity"] = lowrank_similarity(inputs.pop(DIAG), inputs.pop(LEFT), inputs.pop(RIGHT),
+                                                      self.config.alpha)
+        else:
+            inputs["similarity"] = torch.eye(self.n, device=inputs["text"].device)
+        return inputs
+
+    def inner_loss(self, img_emb, txt_emb, idx, inputs) -> torch.Tensor:
+        i = idx.to(img_emb.device)
+        return similarity_bce_loss(img_emb, txt_emb, inputs["similarity"][i][:, i])
+
+    def snapshot(self, ctx, state):
+        ps = super().snapshot(ctx, state)
+        c = self.config
+        ps.meta["similarity"] = ({"form": "lowrank", "rank": c.rank, "alpha": c.alpha} if c.learn_similarity
+                                 else {"form": "identity"})
+        ps.meta["storage_budget_pairs"] = c.pairs
+        return ps
