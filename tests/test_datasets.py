@@ -370,3 +370,25 @@ def test_real_flickr8k_dev(host):
     assert img.mode == "RGB" and min(img.size) > 0
     with pytest.raises(DataError, match="Flickr_8k.testImages.txt"):
         ds.split("test")
+
+
+# ------------------------------------------------------------------------------ holdout
+def test_holdout_is_carved_out_of_train_deterministically():
+    host = PluginHost()
+    opts = {"num_train": 20, "num_dev": 4, "num_test": 4}
+    whole = host.create("dataset", "embedded", opts).split("train")
+    ds = host.create("dataset", "embedded", {**opts, "holdout": 6})
+    train, held = ds.split("train"), ds.split("holdout")
+    assert train.num_images == 14 and held.num_images == 6 and held.name == "holdout"
+    assert set(train.image_ids).isdisjoint(held.image_ids)
+    assert sorted(train.image_ids + held.image_ids) == sorted(whole.image_ids)
+    again = host.create("dataset", "embedded", {**opts, "holdout": 6}).split("holdout")
+    assert again.image_ids == held.image_ids and again.fingerprint == held.fingerprint
+    assert train.fingerprint != whole.fingerprint  # caches never mix the two
+    i = whole.image_ids.index(held.image_ids[0])
+    assert np.array_equal(np.asarray(held.loader(0)), np.asarray(whole.loader(i)))
+    assert ds.split("dev").image_ids == host.create("dataset", "embedded", opts).split("dev").image_ids
+    with pytest.raises(DataError, match="holdout=N"):
+        host.create("dataset", "embedded", opts).split("holdout")
+    with pytest.raises(DataError, match="between 1 and 19"):
+        host.create("dataset", "embedded", {**opts, "holdout": 20}).split("train")

@@ -78,6 +78,27 @@ class Split:
         return Split(self.dataset, self.name, self.image_ids[:n], self.captions[:n], loader,
                      f"{self.source}[:{n}]")
 
+    def take(self, indices: list[int], name: str, tag: str) -> "Split":
+        """The images ``indices`` (in that order) as the split ``name``; ``tag`` marks the source."""
+        return Split(self.dataset, name, [self.image_ids[i] for i in indices], [self.captions[i] for i in indices],
+                     _Subset(self.loader, list(indices)), f"{self.source}|{tag}")
+
+
+class _Subset:
+    """``loader(i)`` of a split made of some images of another (picklable)."""
+
+    def __init__(self, loader, indices: list[int]):
+        self.loader, self.indices = loader, indices
+
+    def __call__(self, i: int):
+        return self.loader(self.indices[i])
+
+
+#: the split carved out of ``train`` by a dataset's ``holdout`` option, for tuning without dev or test
+HOLDOUT = "holdout"
+#: the fixed seed of that draw (the same images for every run)
+HOLDOUT_SEED = 1234
+
 
 class Dataset(Component):
     """Base class of dataset components.
@@ -98,13 +119,35 @@ class Dataset(Component):
         """The split ``split`` (its name already checked); raise DataError naming any bad file."""
 
     def split(self, split: str) -> Split:
-        """:meth:`load_split` with the name checked and ``config.limit`` applied."""
-        names = self.splits()
+        """:meth:`load_split` with the name checked and ``config.limit`` applied.
+
+        A dataset whose Config has a ``holdout`` field set to N > 0 also has the split ``holdout``:
+        N training images drawn with a fixed seed, which ``train`` then leaves out (tune on it, report
+        on dev or test)."""
+        holdout = int(getattr(self.config, "holdout", 0) or 0)
+        names = self.splits() + ([HOLDOUT] if holdout else [])
         if split not in names:
+            hint = (" (set the dataset option holdout=N to carve it out of train)"
+                    if split == HOLDOUT and hasattr(self.config, "holdout") else "")
             raise DataError(f"Dataset '{self.name}' has no split '{split}'.{suggest(split, names)} "
-                            f"Available: {', '.join(names)}.")
-        s = self.load_split(split)
+                            f"Available: {', '.join(names)}{hint}.")
+        if holdout and split in ("train", HOLDOUT):
+            s = self._holdout(split, holdout)
+        else:
+            s = self.load_split(split)
         return s.subset(getattr(self.config, "limit", None))
+
+    def _holdout(self, split: str, n: int) -> Split:
+        train = self.load_split("train")
+        if not 0 < n < train.num_images:
+            raise DataError(f"Dataset '{self.name}': holdout={n} must be between 1 and {train.num_images - 1} "
+                            f"(the train split has {train.num_images} images).")
+        order = torch.randperm(train.num_images, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
+        held = sorted(order[:n])
+        if split == HOLDOUT:
+            return train.take(held, HOLDOUT, f"holdout={n}")
+        kept = sorted(set(range(train.num_images)) - set(held))
+        return train.take(kept, "train", f"minus-holdout={n}")
 
 
 def pil_to_uint8(img, size: int) -> torch.Tensor:

@@ -32,6 +32,8 @@ class Flickr8k(Dataset):
         root: str | None = None
         #: at most this many images per split (the first ones), for tests and quick runs
         limit: int | None = None
+        #: hold this many training images out as the split "holdout" (for tuning; 0: none)
+        holdout: int = 0
 
     def __init__(self, config=None):
         super().__init__(config if config is not None else self.Config())

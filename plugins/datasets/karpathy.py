@@ -165,6 +165,8 @@ class Flickr30k(_KarpathyDataset):
         root: str | None = None
         #: at most this many images per split (the first ones)
         limit: int | None = None
+        #: hold this many training images out as the split "holdout" (for tuning; 0: none)
+        holdout: int = 0
         #: the Karpathy split JSON (default: <root>/dataset_flickr30k.json)
         annotations: str | None = None
         #: the image folder (default: <root>/flickr30k-images, else <root>/images, else <root>)
@@ -194,6 +196,8 @@ class Coco(_KarpathyDataset):
         root: str | None = None
         #: at most this many images per split (the first ones)
         limit: int | None = None
+        #: hold this many training images out as the split "holdout" (for tuning; 0: none)
+        holdout: int = 0
         #: the Karpathy split JSON (default: <root>/dataset_coco.json)
         annotations: str | None = None
         #: the folder holding train2014/ and val2014/ (default: <root>, or <root>/images)

@@ -46,6 +46,8 @@ class Embedded(Dataset):
         root: str | None = None
         #: at most this many images per split (the first ones)
         limit: int | None = None
+        #: hold this many training images out as the split "holdout" (for tuning; 0: none)
+        holdout: int = 0
         #: generator seed; train/dev/test draw from disjoint streams derived from it
         seed: int = 0
         num_train: int = 2000
