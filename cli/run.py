@@ -45,9 +45,16 @@ def _params(cmd: click.Command, settings: dict[str, Any]) -> dict[str, click.Par
     return config_keys(cmd.get_params(ctx))
 
 
+def stage_folder(exp: Experiment, stage: Stage, out: Path) -> Path:
+    """Where ``stage`` writes: OUT/NAME, or the stage's own ``out`` setting (which lets several
+    experiments share, say, one expert buffer)."""
+    own = stage.settings.get("out")
+    return Path(own) if own else out / stage.name
+
+
 def stage_argv(exp: Experiment, stage: Stage, out: Path, device: str | None) -> list[str]:
     """The command line of ``stage``: the common keys its command has, then its own settings,
-    ``@NAME`` references resolved to OUT/NAME, and ``--out OUT/STAGE``."""
+    ``@NAME`` references resolved to that stage's folder, and ``--out`` its own folder."""
     cmd = _command(stage, exp.source)
     own = {k.replace("-", "_"): v for k, v in stage.settings.items()}
     keys = _params(cmd, own)
@@ -63,11 +70,11 @@ def stage_argv(exp: Experiment, stage: Stage, out: Path, device: str | None) -> 
     params = {p.name: p for p in keys.values()}
     if device is not None and "device" in params:
         values["device"] = device
-    values["out"] = str(out / stage.name)
+    values["out"] = str(stage_folder(exp, stage, out))
     positional, argv = [], []
     for key, value in values.items():
         if isinstance(value, str) and value.startswith("@"):
-            value = str(out / value[1:])
+            value = str(stage_folder(exp, exp.stage(value[1:]), out))
         p = params[key]
         if isinstance(p, click.Argument):
             positional.append(str(value))
@@ -93,7 +100,7 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
     out.mkdir(parents=True, exist_ok=True)
     n = len(plans)
     for i, (stage, argv) in enumerate(plans, 1):
-        folder = out / stage.name
+        folder = stage_folder(exp, stage, out)
         record = folder / RECORD
         line = f"vl {stage.command} {shlex.join(argv)}"
         if record.exists():
@@ -118,7 +125,7 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
                           f"(it ran: {line})") from None
         write_json(record, {"command": stage.command, "argv": argv, "done": True,
                             "seconds": round(time.time() - t0, 1)})
-    return {s.name: read_json(out / s.name / "details.json") for s, _ in plans if s.command == "eval"}
+    return {s.name: read_json(stage_folder(exp, s, out) / "details.json") for s, _ in plans if s.command == "eval"}
 
 
 def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -32,7 +33,7 @@ def train_cmd(split, out, device, as_json, config, **kw):
 
     from vlcore.metrics import recall_curve, recall_from_ranks, retrieval_ranks
     from vlcore.pipeline import build_backbone, build_model, features_for
-    from vlcore.train import embed_split, train_model
+    from vlcore.train import embed_split, select_epochs, train_model
     from vlcore.viz import recall_curves
 
     ctx = click.get_current_context()
@@ -45,11 +46,21 @@ def train_cmd(split, out, device, as_json, config, **kw):
     t0 = time.time()
     train = load_split_data(ds, "train", spec)
     evald = load_split_data(ds, split, spec)
-    model = build_model(spec, train.text.shape[1], seed=cfg.seed, device=device)
     backbone = build_backbone(spec) if spec.frozen else None
     tf = features_for(spec, train, device=device, progress=BARS, backbone=backbone)
     ef = features_for(spec, evald, device=device, progress=BARS, backbone=backbone)
-    train_model(model, train, cfg, seed=cfg.seed, features=tf, device=device, progress=BARS,
+
+    def build():
+        return build_model(spec, train.text.shape[1], seed=cfg.seed, device=device)
+
+    chosen = None
+    if cfg.select_epochs:
+        chosen = select_epochs(build, train, cfg, features=tf, device=device, progress=BARS)
+        click.echo(f"epochs chosen on {chosen['held_out_images']} held-out training images: {chosen['epochs']} "
+                   f"(of at most {cfg.epochs}); retraining on the whole training split", err=True)
+    final = replace(cfg, epochs=chosen["epochs"]) if chosen else cfg
+    model = build()
+    train_model(model, train, final, seed=cfg.seed, features=tf, device=device, progress=BARS,
                 desc=f"train {spec.encoder} on {ds.dataset}/train ({train.num_pairs} pairs)")
     img, txt = embed_split(model, evald, features=ef, device=device)
     tr, ir = retrieval_ranks(img, txt, evald.pair_image)
@@ -66,7 +77,8 @@ def train_cmd(split, out, device, as_json, config, **kw):
         "kind": "full-data model", "spec": spec.as_dict(),
         "dataset": {"name": ds.dataset, "root": str(Path(ds.data_dir).resolve()) if ds.data_dir else None,
                     "options": ds.options(), "limit": ds.limit, "train_pairs": train.num_pairs, "eval_split": split},
-        "train": cfg.__dict__, "seed": cfg.seed, "device": device, "seconds": round(elapsed, 1),
+        "train": cfg.__dict__, "epochs_trained": final.epochs, "epoch_selection": chosen, "seed": cfg.seed,
+        "device": device, "seconds": round(elapsed, 1),
         "metrics": pub, "versions": versions()})
     save_config(ctx, out, {**spec_values(spec), **cfg.__dict__})
     recall_curves({"full data": recall_curve(tr, ir)}, out / "recall.png",

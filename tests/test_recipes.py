@@ -320,3 +320,18 @@ def test_the_demo_is_the_embedded_recipe():
     exp = load("demo")
     assert [s.command for s in exp.stages] == ["experts", "distill", "coreset", "eval", "eval"]
     assert vl("run", "demo", "--dry-run", "--out", "X").output.count("\nvl ") == 4
+
+
+# ------------------------------------------------------------------------------ the full-data model
+def test_vl_train_chooses_its_epochs_on_held_out_training_images(tmp_path):
+    out = tmp_path / "full"
+    res = vl("train", *TINY, *MODEL, "--epochs", 4, "--batch-size", 16, "--out", out)
+    meta = json.loads((out / "meta.json").read_text())
+    chosen = meta["epoch_selection"]
+    assert chosen["held_out_images"] == 2 and [c["epoch"] for c in chosen["curve"]] == [1, 2, 3, 4]
+    best = max(chosen["curve"], key=lambda c: c["rsum"])["epoch"]
+    assert chosen["epochs"] == best == meta["epochs_trained"] and "epochs chosen on 2 held-out" in res.output
+    fixed = tmp_path / "fixed"
+    vl("train", *TINY, *MODEL, "--epochs", 3, "--no-select-epochs", "--out", fixed)
+    meta = json.loads((fixed / "meta.json").read_text())
+    assert meta["epoch_selection"] is None and meta["epochs_trained"] == 3

@@ -50,6 +50,16 @@ class PairData:
     def num_images(self) -> int:
         return int(self.images.shape[0])
 
+    def images_subset(self, image_idx) -> "PairData":
+        """The images ``image_idx`` with all their captions (not cached: ``key`` is None)."""
+        image_idx = torch.as_tensor(image_idx, dtype=torch.long)
+        remap = torch.full((self.num_images,), -1, dtype=torch.long)
+        remap[image_idx] = torch.arange(len(image_idx))
+        keep = remap[self.pair_image] >= 0
+        pairs = keep.nonzero().flatten()
+        caps = [self.captions[i] for i in pairs.tolist()] if self.captions is not None else None
+        return PairData(self.images[image_idx], self.text[pairs], remap[self.pair_image[pairs]], None, caps, None)
+
     def select(self, idx) -> "PairData":
         """The pairs ``idx`` as a pair set (one image per pair)."""
         idx = torch.as_tensor(idx, dtype=torch.long)

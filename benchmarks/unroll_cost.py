@@ -1,0 +1,236 @@
+"""Cost of one outer iteration of trajectory matching, per unroll backend: wall and CPU seconds,
+peak memory, and the floor of each configuration, as syn_steps and the synthetic set grow.
+
+Each measurement runs in a fresh process (its peak RSS is its own) on embedded data with a real
+expert buffer; the table goes to benchmarks/UNROLL.md (RESULTS.md includes it).
+
+* s/it wall, s/it CPU: the mean of the timed outer iterations (after one warm-up iteration), the
+  CPU time of the process (all threads) over the same span.
+* floor: syn_steps x (one student step: forward and gradient with create_graph, + one step's share
+  of the backward pass of a 2-step unroll), the primitives timed on the same model and minibatches
+  (median of 3); the full unroll cannot be much cheaper than this.
+* peak RSS: the process's maximum resident memory (setup included: data, text encoder, experts).
+  A configuration whose memory, extrapolated from the smaller syn_steps of the same backend, would
+  exceed the machine's (--max-gb) is not run and reads "does not fit (~N GB)".
+
+    python benchmarks/unroll_cost.py              # everything (about an hour on 2 CPU cores)
+    python benchmarks/unroll_cost.py --only convnet --steps 5,10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+#: label -> (spec, text dim note)
+CONFIGS = {
+    "convnet full 32 px": {"encoder": "convnet", "image_size": 32, "trainable": "full"},
+    "effnet-lite0 full 64 px": {"encoder": "effnet-lite0", "image_size": 64, "trainable": "full"},
+    "effnet-lite0 frozen 112 px": {"encoder": "effnet-lite0", "image_size": 112, "trainable": "frozen"},
+}
+STEPS = [5, 10, 20, 40, 80]
+BACKENDS = ["func", "checkpoint"]
+#: synthetic-set sizes at a fixed minibatch (published syn_steps), per configuration
+SIZES = [100, 500, 1000]
+BATCH = 100
+
+
+def _setup(label: str, pairs: int):
+    import torch
+
+    from vlcore.model import ModelSpec
+    from vlcore.pipeline import build_dataset, build_text_encoder, split_data
+    from vlcore.registry import get_host
+    from vlcore.trajectories import ExpertConfig, train_experts
+
+    torch.set_num_threads(2)
+    host = get_host()
+    spec = ModelSpec(**CONFIGS[label])
+    ds = build_dataset("embedded", options={"num_train": max(1000, pairs), "num_dev": 20}, host=host)
+    train = split_data(ds.split("train"), spec, build_text_encoder(spec, host))
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"vl-unroll-{os.getpid()}"
+    buf = train_experts(spec, train, ExpertConfig(num_experts=1, epochs=2), tmp / "buf",
+                        dataset_info={"name": "embedded", "fingerprint": train.key})
+    return host, spec, train, buf, tmp
+
+
+def child(label: str, backend: str, steps: int, pairs: int, batch: int, iters: int) -> dict:
+    """One outer iteration's wall and CPU seconds (mean of ``iters`` after a warm-up) and peak RSS."""
+    import time as _t
+
+    from vlcore.components import DistillContext
+    from vlcore.matching import TrajectoryMatching
+
+    host, spec, train, buf, tmp = _setup(label, pairs)
+    stamps: list[tuple[float, float]] = []
+
+    class Timed(TrajectoryMatching):
+        """Trajectory matching that time-stamps its outer iterations."""
+
+        name = "timed"
+
+        def step(self, ctx, state):
+            stamps.append((_t.perf_counter(), _t.process_time()))
+            return super().step(ctx, state)
+
+    cfg = TrajectoryMatching.Config(pairs=pairs, iterations=iters + 1, syn_steps=steps, max_start_epoch=1,
+                                    batch_syn=min(batch, pairs), checkpoint_every=0, unroll=backend)
+    Timed(cfg).distill(DistillContext(spec=spec, buffer=buf, train=train, out=tmp / "ps", host=host))
+    stamps.append((_t.perf_counter(), _t.process_time()))
+    wall = (stamps[-1][0] - stamps[1][0]) / iters  # iteration 0 is the warm-up
+    cpu = (stamps[-1][1] - stamps[1][1]) / iters
+    return {"wall": wall, "cpu": cpu, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def floor_child(label: str, pairs: int, batch: int) -> dict:
+    """The primitives of the floor, timed on the same model and minibatches: one student step
+    (forward and gradient with create_graph) and the backward pass of a 2-step unroll (per step)."""
+    import torch
+
+    from vlcore.components import DistillContext
+    from vlcore.matching import TrajectoryMatching
+    from vlcore.unroll import Unroll, student
+
+    host, spec, train, buf, tmp = _setup(label, pairs)
+    d = TrajectoryMatching(TrajectoryMatching.Config(pairs=pairs, syn_steps=2, max_start_epoch=1,
+                                                     batch_syn=min(batch, pairs)))
+    ctx = DistillContext(spec=spec, buffer=buf, train=train, out=tmp / "ps", host=host)
+    state = d.setup(ctx)
+    d.init_synthetic(ctx, state)
+    times = {"step": [], "backward": []}
+    for _ in range(3):
+        plan = d.plan(state)
+        start, target = d._trajectory(plan.expert, plan.start_epoch, "cpu")
+        inputs = d.student_inputs(ctx, state, plan)
+        key = "features" if d.model.frozen else "images"
+
+        def step_loss(params, k):
+            x, t = d.student_batch(inputs, plan, k)
+            img, txt = d.forward(params, **{key: x}, text=t)
+            return d.inner_loss(img, txt, plan.batches[k], inputs)
+
+        u = Unroll(d.layout, start, target, {"img": inputs["lr_img"], "txt": inputs["lr_txt"]}, 2, step_loss)
+        t0 = time.perf_counter()
+        u.update(start.clone().requires_grad_(True), 0, create_graph=True)
+        t1 = time.perf_counter()
+        loss, _ = u.loss(student(u))
+        t2 = time.perf_counter()
+        torch.autograd.grad(loss, [v for v in inputs.values() if v.requires_grad], allow_unused=True)
+        t3 = time.perf_counter()
+        times["step"].append(t1 - t0)
+        times["backward"].append((t3 - t2) / 2)
+    return {k: sorted(v)[1] for k, v in times.items()}  # the median of 3
+
+
+def measure(label, backend, steps, pairs, batch, iters, floors: dict) -> dict | None:
+    key = (label, pairs, batch)
+    if key not in floors:
+        floors[key] = _run(["--floor", json.dumps([label, pairs, batch])])
+    r = _run(["--child", json.dumps([label, backend, steps, pairs, batch, iters])])
+    if r is not None:
+        f = floors[key]
+        r["floor"] = steps * (f["step"] + f["backward"]) if f else float("nan")
+    return r
+
+
+def _run(args: list[str]) -> dict | None:
+    cmd = [sys.executable, __file__, *args]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    if p.returncode != 0 or not line:
+        print(f"  FAILED ({args}):\n{p.stderr[-1500:]}", file=sys.stderr)
+        return None
+    return json.loads(line[0][7:])
+
+
+def extrapolate(points: dict[int, float], steps: int) -> float | None:
+    """Memory at ``steps`` from the two largest measured step counts (linear in syn_steps)."""
+    xs = sorted(points)
+    if len(xs) < 2:
+        return None
+    a, b = xs[-2], xs[-1]
+    return points[b] + (points[b] - points[a]) / (b - a) * (steps - b)
+
+
+def row(label, backend, steps, pairs, batch, r, note="") -> str:
+    if r is None:
+        return f"| {label} | {backend} | {steps} | {pairs} | {batch} | {note or 'failed'} | | | | |"
+    ratio = r["wall"] / r["floor"] if r["floor"] == r["floor"] else float("nan")
+    return (f"| {label} | {backend} | {steps} | {pairs} | {batch} | {r['wall']:.2f} | {r['cpu']:.2f} | "
+            f"{r['floor']:.2f} | {ratio:.2f} | {r['peak_mb'] / 1024:.2f} |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--floor", help=argparse.SUPPRESS)
+    ap.add_argument("--only", help="configurations whose label contains this text")
+    ap.add_argument("--steps", default=",".join(map(str, STEPS)))
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    ap.add_argument("--iters", type=int, default=2, help="timed outer iterations per measurement")
+    ap.add_argument("--max-gb", type=float, default=20.0, help="skip what would need more memory than this")
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(*json.loads(args.child))))
+        return
+    if args.floor:
+        print("RESULT " + json.dumps(floor_child(*json.loads(args.floor))))
+        return
+    floors: dict = {}
+    steps_list = [int(s) for s in args.steps.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    labels = [k for k in CONFIGS if not args.only or args.only in k]
+    lines = ["| configuration | backend | syn_steps | pairs | minibatch | s/it wall | s/it CPU | floor (s) | "
+             "wall / floor | peak RSS (GB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    t_all = time.time()
+    for label in labels:
+        for backend in BACKENDS:
+            mem: dict[int, float] = {}
+            for steps in steps_list:
+                est = extrapolate(mem, steps)
+                if est is not None and est > args.max_gb * 1024:
+                    lines.append(row(label, backend, steps, BATCH, BATCH, None, f"does not fit (~{est / 1024:.0f} GB)"))
+                    print(lines[-1], flush=True)
+                    continue
+                r = measure(label, backend, steps, BATCH, BATCH, args.iters, floors)
+                if r is not None:
+                    mem[steps] = r["peak_mb"]
+                lines.append(row(label, backend, steps, BATCH, BATCH, r))
+                print(lines[-1], flush=True)
+    size_lines = list(lines[:2])
+    for label in labels:
+        if "frozen" not in label and "convnet" not in label:
+            continue
+        for backend in BACKENDS:
+            for pairs in sizes:
+                r = measure(label, backend, 8, pairs, BATCH, args.iters, floors)
+                size_lines.append(row(label, backend, 8, pairs, BATCH, r))
+                print(size_lines[-1], flush=True)
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, 2 torch threads, Python "
+               f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    text = [
+        "## Unroll cost: memory and time per outer iteration", "",
+        f"Produced by `python benchmarks/unroll_cost.py{' --only ' + args.only if args.only else ''}` on {machine} "
+        f"({time.time() - t_all:.0f} s). One outer iteration of trajectory matching (one expert trajectory, "
+        "syn_steps student steps, the gradient of the matching loss reaching the synthetic images, texts and "
+        "step sizes), MiniLM 384-d caption embeddings, embedded data, one expert. `func` keeps the "
+        "graph of every step; `checkpoint` stores each step's parameters and recomputes one step's graph at a "
+        "time (the exact gradient, tests/test_unroll.py). The floor is syn_steps x (one student step + one "
+        "step's share of the backward pass), both timed with the same primitives on the same model. Timings on this shared 2-core machine vary by "
+        "about +-30%; CPU seconds are less sensitive to other load than wall seconds.", "",
+        "### As syn_steps grows (100 pairs, minibatch 100)", "", *lines, "",
+        "### As the synthetic set grows (syn_steps 8, minibatch 100)", "", *size_lines, ""]
+    (HERE / "UNROLL.md").write_text("\n".join(text) + "\n")
+    print(f"wrote {HERE / 'UNROLL.md'}")
+
+
+if __name__ == "__main__":
+    main()
