@@ -2,7 +2,8 @@
 
 * :mod:`vlcore.testing.contracts`: ``check_image_encoder(cls)``, ``check_text_encoder(cls)``,
   ``check_dataset(cls, options)``, ``check_selector(cls)``, ``check_distiller(cls, options)``,
-  ``check_evaluator(cls, options)``, ``check_unroll_backend(cls)`` and ``check_component(kind, cls)``:
+  ``check_evaluator(cls, options)``, ``check_unroll_backend(cls)``, ``check_logger(cls, options)`` and
+  ``check_component(kind, cls)``:
   what every component of a kind must do.
 * :mod:`vlcore.testing.fixtures`: a pytest plugin (``pytest_plugins = ["vlcore.testing.fixtures"]``
   in your conftest.py) with ``vl_host``, ``register_plugin``, tiny data and tiny encoders.
@@ -24,7 +25,7 @@ _EXPORTS = {
     "CHECKS": "contracts", "ContractError": "contracts", "check_component": "contracts",
     "check_dataset": "contracts", "check_distiller": "contracts", "check_evaluator": "contracts",
     "check_image_encoder": "contracts", "check_selector": "contracts", "check_text_encoder": "contracts",
-    "check_unroll_backend": "contracts", "selector_context": "contracts",
+    "check_unroll_backend": "contracts", "check_logger": "contracts", "selector_context": "contracts",
     "TINY_SPEC": "data", "tiny_embedded": "data", "tiny_pairs": "data",
     "contract_host": "host", "registered": "host", "use_host": "host",
     "TinyImageEncoder": "components", "HashedTextEncoder": "components",
