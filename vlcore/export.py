@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError, VLError
+from .errors import DataError
 from .io import atomic_path, read_json, versions, write_json
 from .metrics import KEYS
 from .pairset import PairSet
@@ -33,12 +33,9 @@ EXTRA = "extra.safetensors"
 
 
 def _datasets():
-    try:
-        import datasets
-    except ImportError as exc:
-        raise VLError(f"exporting to (or reading) a Hugging Face dataset needs the package datasets ({exc}). "
-                      f"Install it with pip install 'vlcore[hf]'.") from None
-    return datasets
+    from .hub import import_datasets
+
+    return import_datasets("Exporting to (or reading) a Hugging Face dataset")
 
 
 def tensors_sha256(images: torch.Tensor, text: torch.Tensor) -> str:

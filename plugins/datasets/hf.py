@@ -17,12 +17,9 @@ from ._table import SPLIT_NAMES, TableConfig, assign, check_columns, group
 
 
 def _datasets():
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DataError(f"Dataset 'hf' needs the package datasets ({exc}). Install it with "
-                        f"pip install 'vlcore[hf]'.") from None
-    return datasets
+    from vlcore.hub import import_datasets
+
+    return import_datasets("Dataset 'hf'")
 
 
 def _parquet_files(path: Path) -> dict[str, list[str]]:
@@ -137,7 +134,7 @@ class HFDataset(Dataset):
     def _load(self) -> dict[str, Split]:
         if self._splits is not None:
             return self._splits
-        cfg, source = self.config, self.source()
+        source = self.source()
         parts = open_source(source)
         named = {SPLIT_NAMES.get(k.lower()): k for k in parts if SPLIT_NAMES.get(k.lower())}
         self._splits = {}

@@ -11,7 +11,8 @@
   (``hashed-bow``), fast download-free components; :mod:`vlcore.testing.plugin` registers them.
 * :mod:`vlcore.testing.data`: ``tiny_pairs()``, ``tiny_embedded()`` and ``TINY_SPEC``.
 * :mod:`vlcore.testing.host`: ``registered(plugin)`` and ``use_host(host)`` context managers.
-* :mod:`vlcore.testing.cli`: ``run_vl(*args)`` runs the ``vl`` command in a subprocess.
+* :mod:`vlcore.testing.cli`: ``run_vl(*args)`` runs the ``vl`` command in a subprocess,
+  ``invoke_vl(*args)`` in this process.
 
 The names below are imported on first use, so ``import vlcore.testing.fixtures`` (pytest start-up)
 does not import torch.  See docs/writing-plugins.md.
@@ -29,7 +30,7 @@ _EXPORTS = {
     "TINY_SPEC": "data", "tiny_embedded": "data", "tiny_pairs": "data",
     "contract_host": "host", "registered": "host", "use_host": "host",
     "TinyImageEncoder": "components", "HashedTextEncoder": "components",
-    "run_vl": "cli",
+    "run_vl": "cli", "invoke_vl": "cli",
 }
 
 __all__ = sorted(_EXPORTS)
