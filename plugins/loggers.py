@@ -8,6 +8,7 @@ TensorBoard installed fails with the ``pip install`` that fixes it, before any d
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,11 @@ class TensorBoardLogger(Logger):
         #: seconds between flushes to disk
         flush_secs: int = 10
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        _need("tensorboard", "tensorboard", self.name)  # when --log is read: before any data work
+
     def start(self, run: LogRun) -> None:
-        _need("tensorboard", "tensorboard", self.name)
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(run.out / self.config.dir), flush_secs=self.config.flush_secs)
@@ -116,15 +120,20 @@ class WandbLogger(Logger):
 
     ID_FILE = ".wandb-run-id"
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        if self.config.mode not in (None, "online", "offline", "disabled"):
+            raise ConfigError(f"logger 'wandb': mode must be online, offline or disabled (got {self.config.mode!r}).")
+        _need("wandb", "wandb", self.name)  # when --log is read: before any data work
+
     def start(self, run: LogRun) -> None:
         import os
 
-        wandb = _need("wandb", "wandb", self.name)
+        import wandb
+
         c = self.config
-        if c.mode not in (None, "online", "offline", "disabled"):
-            raise ConfigError(f"logger 'wandb': mode must be online, offline or disabled (got {c.mode!r}).")
         id_file = run.out / self.ID_FILE
-        run_id = id_file.read_text().strip() if run.resume and id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if run.resume and id_file.exists() else secrets.token_hex(4)
         self.run = wandb.init(project=c.project or os.environ.get("WANDB_PROJECT") or "vlcore", entity=c.entity,
                               name=run.name, dir=str(run.out), config=run.config, mode=c.mode, id=run_id,
                               resume="allow")

@@ -62,7 +62,7 @@ class Logger(Component):
 
 class Loggers:
     """Every logger of one run: reports to each, drops non-finite scalars, and turns a logger's
-    failure into one warning (it is dropped; the run goes on)."""
+    failure during the run into one warning (it is dropped; the run goes on)."""
 
     def __init__(self, loggers: Iterable[Logger] = ()):
         self.loggers = list(loggers)
@@ -81,7 +81,15 @@ class Loggers:
                 self.loggers.remove(lg)
 
     def start(self, run: LogRun) -> None:
-        self._each("starting", lambda lg: lg.start(run))
+        """Start every logger; one that cannot start stops the run here, before its first iteration
+        (it was asked for), after the others are finished again."""
+        for i, lg in enumerate(self.loggers):
+            try:
+                lg.start(run)
+            except BaseException:
+                for done in self.loggers[:i]:
+                    done.finish()
+                raise
 
     def scalars(self, step: int, values: dict[str, Any]) -> None:
         clean = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
