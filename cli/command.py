@@ -79,8 +79,8 @@ def option(*decls: str, aliases: tuple[str, ...] = (), **kw):
 def describe_default(p: click.Parameter) -> None:
     """Give every option a shown default: its value, or a word for the options whose default is
     "not given" (presence flags: off; repeatable options: none; no value: none)."""
-    if not isinstance(p, click.Option) or p.hidden or p.is_eager and p.name in ("help", "version"):
-        return
+    if not isinstance(p, click.Option) or p.hidden or (p.is_eager and not p.expose_value):
+        return  # --help, --version
     if p.show_default not in (None, False):
         return
     default = None if type(p.default).__name__ == "Sentinel" else p.default  # click's UNSET: no default

@@ -8,10 +8,9 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
 from vlcore.pairset import PairSet
-from vlcore.testing.cli import run_vl
+from vlcore.testing.cli import invoke_vl as vl, run_vl
 
 pytest_plugins = ["vlcore.testing.fixtures"]
 
@@ -19,13 +18,6 @@ SMALL_DATA = ["--dataset-option", "num_train=24", "--dataset-option", "num_dev=1
 FEW = ["--iterations", "2", "--syn-steps", "2", "--num-experts", "1", "--eval-epochs", "1"]
 
 
-def vl(*args, ok=True):
-    from vlcore.cli.main import cli
-
-    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
 
 
 def test_distill_nfnet_offline_fails_fast_with_the_weights_message(tmp_path):
