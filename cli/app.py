@@ -33,7 +33,7 @@ class VLGroup(click.Group):
 
 @click.group(cls=VLGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="vl")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, show_default="warnings only", help="More log output (-v info, -vv debug).")
 def cli(verbose):
     """vlcore: vision-language dataset distillation.
 

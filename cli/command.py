@@ -38,6 +38,58 @@ class ComponentFlags:
     default: str | None = None     # the component when the option is not given
     #: Config fields that get no flag (set them with the KEY=VALUE option)
     exclude: frozenset[str] = field(default_factory=frozenset)
+    #: a word put before the flags of ``prefixed`` fields, so that a concept has one name across
+    #: commands (``eval`` -> ``--eval-epochs``: the epochs of the evaluation models); the plain
+    #: spelling stays as a hidden alias for one release
+    prefix: str = ""
+    #: the fields ``prefix`` applies to (None: all of them)
+    prefixed: frozenset[str] | None = None
+
+    def flag_of(self, field_name: str) -> tuple[str, tuple[str, ...]]:
+        """(the flag of a Config field, its hidden old spellings)."""
+        plain = "--" + field_name.replace("_", "-")
+        if self.prefix and (self.prefixed is None or field_name in self.prefixed):
+            return f"--{self.prefix}-{plain[2:]}", (plain,)
+        return plain, ()
+
+    def field_of(self, key: str) -> str:
+        """The Config field a flag name (without dashes, underscores for dashes) sets."""
+        head = self.prefix.replace("-", "_") + "_"
+        if self.prefix and key.startswith(head) and (self.prefixed is None or key[len(head):] in self.prefixed):
+            return key[len(head):]
+        return key
+
+
+def aliases(p: click.Parameter) -> tuple[str, ...]:
+    """The hidden old spellings of parameter ``p`` (kept working for one release, not shown in help)."""
+    return getattr(p, "vl_aliases", ())
+
+
+def option(*decls: str, aliases: tuple[str, ...] = (), **kw):
+    """``click.option`` with hidden old spellings ``aliases`` (``option("--pairs", "pairs",
+    aliases=("--budget",))``): they keep working, are not shown in the help, and using one prints
+    a note naming the new spelling."""
+    def deco(f):
+        f = click.option(*decls, *aliases, **kw)(f)
+        f.__click_params__[-1].vl_aliases = tuple(aliases)
+        return f
+    return deco
+
+
+def describe_default(p: click.Parameter) -> None:
+    """Give every option a shown default: its value, or a word for the options whose default is
+    "not given" (presence flags: off; repeatable options: none; no value: none)."""
+    if not isinstance(p, click.Option) or p.hidden or (p.is_eager and not p.expose_value):
+        return  # --help, --version
+    if p.show_default not in (None, False):
+        return
+    default = None if type(p.default).__name__ == "Sentinel" else p.default  # click's UNSET: no default
+    if p.is_flag and not p.secondary_opts:
+        p.show_default = "on" if default else "off"
+    elif p.multiple or default in (None, (), []):
+        p.show_default = "none"
+    else:
+        p.show_default = True
 
 
 class DerivedOption(click.Option):
@@ -50,20 +102,27 @@ class DerivedOption(click.Option):
 
 def flag_key(p: click.Parameter) -> str:
     """The key of parameter ``p`` in a config file: its long flag without dashes (``syn-steps``)."""
-    longs = [o for o in p.opts if o.startswith("--")]
+    longs = [o for o in p.opts if o.startswith("--") and o not in aliases(p)]
     return max(longs, key=len)[2:] if longs else p.name.replace("_", "-")
 
 
 def config_keys(params) -> dict[str, click.Parameter]:
-    """Every key a config file may use for ``params`` (flag names and parameter names, with
-    underscores for dashes) -> the parameter."""
+    """Every key a config file may use for ``params`` (flag names, old spellings and parameter
+    names, with underscores for dashes) -> the parameter."""
     out = {}
     for p in params:
         if not p.name or p.name == "config" or p.name.startswith("_"):
             continue
         out[p.name] = p
+        for a in aliases(p):
+            out.setdefault(a[2:].replace("-", "_"), p)
         out[flag_key(p).replace("-", "_")] = p
     return out
+
+
+def alias_map(params) -> dict[str, str]:
+    """Old spelling -> the flag it is now (``--budget`` -> ``--pairs``)."""
+    return {a: "--" + flag_key(p) for p in params for a in aliases(p)}
 
 
 def _peek(args: list[str], flags: tuple[str, ...]) -> str | None:
@@ -80,31 +139,40 @@ def _peek(args: list[str], flags: tuple[str, ...]) -> str | None:
     return found
 
 
-def field_option(info, taken: set[str]) -> click.Option | None:
+def field_option(info, taken: set[str], flag: str | None = None, old: tuple[str, ...] = ()) -> click.Option | None:
     """A click option for one Config field (:class:`vlcore.config.OptionInfo`), or None when its
-    flag would clash with one of the command's own (``taken``)."""
-    from .options import ComponentOption
-
+    flag would clash with one of the command's own (``taken``).  ``flag``: the flag (default: the
+    field name), ``old``: hidden old spellings of it."""
     name = info.name
-    flag = "--" + name.replace("_", "-")
+    flag = flag or "--" + name.replace("_", "-")
     if name in taken or flag in taken:
         return None
+    old = tuple(a for a in old if a not in taken)
+    opt = _field_option(info, name, flag, old)
+    opt.vl_aliases = old + (tuple(f"--no-{a[2:]}" for a in old) if opt.secondary_opts else ())
+    describe_default(opt)
+    return opt
+
+
+def _field_option(info, name: str, flag: str, old: tuple[str, ...]) -> click.Option:
+    from .options import ComponentOption
+
     tp, help_ = info.type, (info.help[:1].upper() + info.help[1:]) if info.help else ""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
         tp = rest[0] if len(rest) == 1 else str
         origin, args = typing.get_origin(tp), typing.get_args(tp)
-    kw: dict[str, Any] = dict(default=info.default, show_default=info.default is not None, help=help_,
-                              field_name=name)
+    kw: dict[str, Any] = dict(default=info.default, show_default=True if info.default is not None else "none",
+                              help=help_, field_name=name)
     if info.kind:
-        return ComponentOption([flag, name], kind=info.kind, **kw)
+        return ComponentOption([flag, *old, name], kind=info.kind, **kw)
     if tp is bool:
-        return DerivedOption([f"{flag}/--no-{flag[2:]}", name], **kw)
+        return DerivedOption([f"{flag}/--no-{flag[2:]}", *[f"{a}/--no-{a[2:]}" for a in old], name], **kw)
     if origin is typing.Literal:
-        return DerivedOption([flag, name], type=click.Choice([str(a) for a in args]), **kw)
+        return DerivedOption([flag, *old, name], type=click.Choice([str(a) for a in args]), **kw)
     ctype = {int: click.INT, float: click.FLOAT}.get(tp, click.STRING)
-    return DerivedOption([flag, name], type=ctype, metavar=ctype.name.upper(), **kw)
+    return DerivedOption([flag, *old, name], type=ctype, metavar=ctype.name.upper(), **kw)
 
 
 class VLHelpFormatter(click.HelpFormatter):
@@ -147,6 +215,8 @@ class VLCommand(click.Command):
                                         help="Settings from a TOML file with the same keys as the flags "
                                              "(flags given here override it); OUT/config.toml of a run "
                                              "repeats that run."))
+        for p in self._static:
+            describe_default(p)
 
     @property
     def params(self) -> list[click.Parameter]:
@@ -187,7 +257,7 @@ class VLCommand(click.Command):
             for info in describe_options(cls.Config):
                 if info.name in self.component.exclude:
                     continue
-                opt = field_option(info, taken)
+                opt = field_option(info, taken, *self.component.flag_of(info.name))
                 if opt is not None:
                     opts.append(opt)
             self._derived[name] = opts
@@ -198,8 +268,22 @@ class VLCommand(click.Command):
         help_option = self.get_help_option(ctx)
         return [*rv, help_option] if help_option is not None else rv
 
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The options without their hidden old spellings."""
+        params = self.get_params(ctx)
+        saved = [(p, p.opts, p.secondary_opts) for p in params if aliases(p)]
+        for p, opts, secondary in saved:
+            p.opts = [o for o in opts if o not in aliases(p)]
+            p.secondary_opts = [o for o in secondary if o not in aliases(p)]
+        try:
+            super().format_options(ctx, formatter)
+        finally:
+            for p, opts, secondary in saved:
+                p.opts, p.secondary_opts = opts, secondary
+
     # ---------------------------------------------------------------- parsing
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        self._note_old_spellings(ctx, args)
         try:
             data = self._config_file(_peek(args, ("--config",)))
             if self.component:
@@ -220,6 +304,17 @@ class VLCommand(click.Command):
         except click.NoSuchOption as exc:
             raise self._unknown_option(ctx, exc) from None
 
+    def _note_old_spellings(self, ctx: click.Context, args: list[str]) -> None:
+        """Name the new spelling of every old one used (they work for one more release)."""
+        flags = args[:args.index("--")] if "--" in args else args
+        old = {a for a in flags if a.startswith("--")}
+        if not old or ctx.resilient_parsing:
+            return
+        renamed = {**alias_map(self._static), **alias_map(self.derived(_peek_component(self, args)))}
+        for a in sorted({a.split("=", 1)[0] for a in old} & set(renamed)):
+            click.echo(f"note: `vl {self.name} {a}` is now `{renamed[a]}`; the old spelling works until the next "
+                       f"release.", err=True)
+
     def _unknown_option(self, ctx: click.Context, exc: click.NoSuchOption) -> click.UsageError:
         """For a flag the chosen component does not have: say so as its config builder would
         (``Unknown option 'space' for selector 'random'. Valid options: ...``)."""
@@ -230,6 +325,7 @@ class VLCommand(click.Command):
             key = exc.option_name[2:].split("=", 1)[0].replace("-", "_")
             if key.startswith("no_"):
                 key = key[3:]
+            key = self.component.field_of(key)
             try:
                 get_host().config(self.component.kind, name, {key: None})
             except VLError as err:
@@ -263,25 +359,37 @@ class VLCommand(click.Command):
         return out
 
 
-def dataclass_options(cls: type, *, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None):
+def _peek_component(cmd: "VLCommand", args: list[str]) -> str | None:
+    if not cmd.component:
+        return None
+    flags = tuple(o for p in cmd._static if p.name == cmd.component.param for o in p.opts)
+    name = _peek(args, flags) or cmd.component.default
+    return str(name).strip().lower() if name else None
+
+
+def dataclass_options(cls: type, *, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None,
+                      rename: dict[str, str] | None = None, only: tuple[str, ...] | None = None):
     """A decorator adding one flag per field of the dataclass ``cls`` (its settings written once,
     in ``cls``); the callback receives them by field name, None when not given.  ``defaults``
-    overrides the default shown for a field."""
+    overrides the default shown for a field; ``rename`` gives a field another flag (its plain
+    spelling stays a hidden alias); ``only`` keeps just those fields."""
     from vlcore.config import describe_options
 
     def deco(f):
         for info in reversed(describe_options(cls)):
-            if info.name in exclude:
+            if info.name in exclude or (only is not None and info.name not in only):
                 continue
             if defaults and info.name in defaults:
                 info = dataclasses.replace(info, default=defaults[info.name])
-            opt = field_option(info, set())
+            plain = "--" + info.name.replace("_", "-")
+            new = (rename or {}).get(info.name)
+            opt = field_option(info, set(), new, (plain,) if new else ())
             f.__click_params__ = [*getattr(f, "__click_params__", []), opt]
         return f
     return deco
 
 
-def _given(ctx: click.Context, name: str) -> bool:
+def was_given(ctx: click.Context, name: str) -> bool:
     """Whether the user set parameter ``name`` (on the command line, in --config or the environment)."""
     src = ctx.get_parameter_source(name)
     return src is not None and src not in (click.core.ParameterSource.DEFAULT,)
@@ -292,7 +400,7 @@ def given(ctx: click.Context, kw: dict, cls: type) -> dict[str, Any]:
     ``kw``; return those the user set."""
     names = [f.name for f in dataclasses.fields(cls)]
     values = {n: kw.pop(n) for n in names if n in kw}
-    return {n: v for n, v in values.items() if _given(ctx, n)}
+    return {n: v for n, v in values.items() if was_given(ctx, n)}
 
 
 def component_values(ctx: click.Context) -> dict[str, Any]:
@@ -300,7 +408,7 @@ def component_values(ctx: click.Context) -> dict[str, Any]:
     cmd = ctx.command
     if not isinstance(cmd, VLCommand):
         return {}
-    return {p.field_name: ctx.params[p.name] for p in cmd.derived(cmd.component_name(ctx)) if _given(ctx, p.name)}
+    return {p.field_name: ctx.params[p.name] for p in cmd.derived(cmd.component_name(ctx)) if was_given(ctx, p.name)}
 
 
 def save_config(ctx: click.Context, out: str | Path, resolved: dict[str, Any] | None = None) -> Path:

@@ -52,10 +52,31 @@ def load_split_data(ds: DatasetOptions, split: str, spec: ModelSpec, *, progress
 
 
 def dataset_info(ds: DatasetOptions, data: PairData) -> dict:
-    """The dataset record of an artifact made from the training split ``data``."""
+    """The dataset record of an artifact made from the training split ``data``: what was asked for,
+    the dataset's full resolved config (e.g. the sizes of a seeded split) and its licence."""
+    about = data.split.about if data.split is not None else {}
     return {"name": ds.dataset, "root": str(Path(ds.data_dir).resolve()) if ds.data_dir else None,
             "options": ds.options(), "limit": ds.limit, "split": "train", "pairs": data.num_pairs,
-            "images": data.num_images, "fingerprint": fingerprint(data.key)}
+            "images": data.num_images, "fingerprint": fingerprint(data.key), **about}
+
+
+def default_out(method: str, encoder: str, pairs: int) -> Path:
+    """The folder a run writes to when no --out is given: ``runs/METHOD-ENCODER-PAIRS``."""
+    return Path("runs") / f"{method}-{encoder}-{pairs}"
+
+
+def picked_defaults(ctx: click.Context, values: dict) -> dict:
+    """The settings of ``values`` (parameter name -> the value the run uses) that the user did not
+    give: printed on one line before any work, and returned for the artifact (meta["defaults"])."""
+    from .command import flag_key, was_given
+
+    params = {p.name: p for p in ctx.command.get_params(ctx)}
+    picked = {flag_key(params[k]) if k in params else k.replace("_", "-"): v for k, v in values.items()
+              if v is not None and not (k in params and was_given(ctx, k))}
+    if picked:
+        click.echo(f"vl {ctx.command.name}: defaults used: " +
+                   ", ".join(f"--{k} {v}" for k, v in picked.items()) + " (every setting: OUT/config.toml)")
+    return picked
 
 
 def warn_other_data(src: dict, info: dict) -> None:
@@ -72,6 +93,11 @@ def metric_keys_json(m: dict) -> dict:
     if "rsum" in m:
         out["rsum"] = round(m["rsum"], 4)
     return out
+
+
+#: what the columns of :func:`format_table` mean
+LEGEND = ("TR: image->text retrieval, IR: text->image; R@K (TR@1 ...): % of queries whose match ranks in the top "
+          "K; rsum: the sum of the six; ±: std over the evaluation seeds (models trained from scratch).")
 
 
 def format_table(rows: list[tuple[str, dict]], *, std: bool = True) -> str:
@@ -100,6 +126,7 @@ def emit(metrics: dict, as_json: bool, label: str) -> None:
         click.echo(json.dumps(metric_keys_json(metrics)))
     else:
         click.echo(format_table([(label, metrics)]))
+        click.echo(LEGEND)
 
 
 def ensure_out(path) -> Path:

@@ -1,6 +1,7 @@
 """``vl coreset``: select a coreset of real pairs (the baselines) and save it as a pair set."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -8,30 +9,40 @@ from pathlib import Path
 import click
 
 from .app import cli
-from .command import ComponentFlags, component_values, save_config
-from .common import BARS, dataset_info, ensure_out, load_split_data, warn_other_data
+from vlcore.train import SGDConfig
+
+from .command import ComponentFlags, component_values, option, save_config
+from .common import BARS, dataset_info, default_out, ensure_out, load_split_data, picked_defaults, warn_other_data
 from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option, handle_errors,
                       model_options, parse_kv, resolve_device, seed_option, spec_values)
 
 
-@cli.command("coreset", component=ComponentFlags("--method", "method", "selector"))
+#: the fields of a selector's Config that configure the model it trains (its proxy model): their
+#: flags are --proxy-epochs, --proxy-lr, ... (one name per concept: --epochs of `vl train` is another model)
+PROXY_FIELDS = frozenset(f.name for f in dataclasses.fields(SGDConfig))
+
+
+@cli.command("coreset", component=ComponentFlags("--method", "method", "selector", prefix="proxy",
+                                                 prefixed=PROXY_FIELDS))
 @component_option("--method", "selector", None, "Coreset selector (its options follow as flags).", required=True)
-@click.option("--budget", type=int, required=True,
-              help="Number of image-caption pairs to select (distinct images unless --no-unique-images).")
-@click.option("--buffer", type=click.Path(), default=None,
+@option("--pairs", "pairs", type=int, default=100, show_default=True, aliases=("--budget",),
+        help="Number of image-caption pairs to select (distinct images unless --no-unique-images).")
+@click.option("--buffer", type=click.Path(), default=None, show_default="none: a proxy model is trained",
               help="Expert buffer from `vl experts`: its final-epoch expert defines the embedding space "
                    "(and the default model and dataset). Without one, herding/k-center train a quick model.")
-@dataset_options(default_dataset=None)
-@model_options(defaults_from_artifact=True)
+@dataset_options(default_dataset=None, shown="the buffer's, else embedded")
+@model_options("buffer", fallback=True)
 @click.option("--selector-option", "selector_opts", multiple=True, metavar="KEY=VALUE",
               help="Any selector option (repeatable), e.g. first=mean, expert=2, lr=0.05.")
 @seed_option
-@click.option("--out", type=click.Path(), required=True, help="Output pair-set folder.")
+@click.option("--out", type=click.Path(), default=None, show_default="runs/METHOD-ENCODER-PAIRS",
+              help="Output pair-set folder (printed at the start and the end).")
 @device_option
 @handle_errors
-def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config, **kw):
-    """Select --budget real image-caption pairs of the training split with a coreset method and
-    save them as a pair set (evaluate it with `vl eval OUT`).
+def coreset_cmd(method, pairs, buffer, selector_opts, seed, out, device, config, **kw):
+    """Select --pairs real image-caption pairs (100 by default) of the training split with a coreset
+    method and save them as a pair set (evaluate it with `vl eval OUT`).  `vl coreset --method
+    herding` runs as typed, on the default model and dataset of `vl distill` and `vl demo`.
 
     \b
     Methods (pairs have no classes, so they work in a joint image-text space):
@@ -50,8 +61,8 @@ def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config
     \b
     Embedding space (herding, kcenter): --space expert (default) concatenates the L2-normalised
     image and text embeddings of a trained model: the --buffer's expert 0 at its final epoch, or
-    without a buffer a quick model trained like an expert on the training split (SGD lr 0.1,
-    batch 128, --epochs, seeded by --seed). --space raw uses the initial backbone features and
+    without a buffer a quick (proxy) model trained like an expert on the training split (SGD lr 0.1,
+    batch 128, --proxy-epochs, seeded by --seed). --space raw uses the initial backbone features and
     the caption embeddings instead (meaningless for the randomly initialised convnet).
 
     The output folder holds pairs.safetensors, captions.json, meta.json (method, full config, seed,
@@ -68,8 +79,8 @@ def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config
     ctx = click.get_current_context()
     device = resolve_device(device)
     host = get_host()
-    if budget < 1:
-        raise ConfigError(f"--budget must be at least 1 pair (got {budget}).")
+    if pairs < 1:
+        raise ConfigError(f"--pairs must be at least 1 pair (got {pairs}).")
     opts = {**component_values(ctx), **parse_kv(selector_opts, "--selector-option")}
     sel = host.create("selector", method, opts)  # unknown method or option: fail now, with a suggestion
     ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
@@ -79,18 +90,24 @@ def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config
     ds = ds.inherit(src, default="embedded")
     if buf is not None:
         buf.check_compatible(spec, build_text_encoder(spec).dim)
-    out = ensure_out(out)
+    out = ensure_out(out or default_out(sel.name, spec.encoder, pairs))
+    picked = picked_defaults(ctx, {"dataset": ds.dataset, "encoder": spec.encoder,
+                                   "text_encoder": spec.text_encoder, "image_size": spec.image_size,
+                                   "trainable": spec.trainable, "pairs": pairs, "seed": seed, "out": out,
+                                   "device": device})
+    click.echo(f"selecting {pairs} pairs with {sel.name} into {out}")
     train = load_split_data(ds, "train", spec)
     info = dataset_info(ds, train)
     warn_other_data(src, info)
-    run = SelectContext(train=train, spec=spec, budget=budget, seed=seed, buffer=buf, device=device, host=host,
+    run = SelectContext(train=train, spec=spec, budget=pairs, seed=seed, buffer=buf, device=device, host=host,
                         progress=BARS, dataset_info=info)
     t0 = time.time()
     ps = run_selector(sel, run)
     seconds = time.time() - t0
     ps.meta["seconds"] = round(seconds, 2)
+    ps.meta["defaults"] = {k: str(v) for k, v in picked.items()}
     ps.save(out)
-    save_config(ctx, out, {**spec_values(spec), **asdict(sel.config)})
+    save_config(ctx, out, {**spec_values(spec), **asdict(sel.config), "dataset": ds.dataset})
     n_img = len({i for i, _ in ps.source_ids}) if ps.source_ids else len(ps)
     pair_grid(ps.images, ps.captions, Path(out) / "grid.png", max_pairs=24, cols=6,
               title=f"{sel.name}: first {min(24, len(ps))} of {len(ps)} selected pairs "

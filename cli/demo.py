@@ -10,6 +10,7 @@ import click
 from vlcore.experiment import load, override
 
 from .app import cli
+from .common import LEGEND
 from .options import device_option, handle_errors
 from .run import report, run_experiment
 
@@ -21,9 +22,11 @@ from .run import report, run_experiment
 @click.option("--iterations", type=click.IntRange(min=1), default=None, show_default="the recipe's (60)",
               help="Distillation iterations.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every stage.")
+@click.option("--log", default=None, show_default="jsonl only", metavar="NAME[,NAME]",
+              help="Experiment tracking of the distillation besides its log.jsonl, e.g. --log tensorboard,wandb.")
 @device_option
 @handle_errors
-def demo_cmd(out, pairs, iterations, seed, device, config):
+def demo_cmd(out, pairs, iterations, seed, log, device, config):
     """Run the whole pipeline on the embedded dataset: experts, bitraj distillation, a random
     coreset of the same size, evaluation of both, a comparison table and PNGs.
 
@@ -32,10 +35,12 @@ def demo_cmd(out, pairs, iterations, seed, device, config):
     """
     exp = load("demo")
     override(exp, f"distilled.pairs={pairs}")
-    override(exp, f"random.budget={pairs}")
+    override(exp, f"random.pairs={pairs}")
     override(exp, f"common.seed={seed}")
     if iterations is not None:
         override(exp, f"distilled.iterations={iterations}")
+    if log:
+        exp.stage("distilled").settings["log"] = [log]
     out = Path(out)
     t0 = time.time()
     results = run_experiment(exp, out, device=device)
@@ -43,7 +48,8 @@ def demo_cmd(out, pairs, iterations, seed, device, config):
     table = report(results, out, labels, title=f"embedded/dev retrieval: models trained on {pairs} pairs")
     click.echo("")
     click.echo(table)
-    click.echo("\nTR: image->text retrieval, IR: text->image, R@K: % of queries whose match ranks in the top K; "
-               "rsum: the sum of the six; ±: std over the evaluation seeds.")
-    click.echo(f"done in {time.time() - t0:.0f} s. Figures: {out}/distilled/grid.png (distilled pairs with their "
-               f"nearest captions), {out}/recall.png, {out}/distilled/loss.png; tables: {out}/results.md")
+    click.echo(f"\n{LEGEND}")
+    d = out / "distilled"
+    click.echo(f"done in {time.time() - t0:.0f} s. Figures: {d}/grid.png (distilled pairs with their nearest "
+               f"captions), {out}/recall.png, {d}/loss.png, {d}/dev_recall.png (dev recall during distillation; "
+               f"the best set on dev is in {d}/best/); tables: {out}/results.md")

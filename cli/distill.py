@@ -1,43 +1,57 @@
-"""``vl distill``: Stage 2, distillation from an expert buffer."""
+"""``vl distill``: Stage 2, distillation from an expert buffer (Stage 1 first when none is given)."""
 from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import click
 
 from vlcore.errors import VLError
 
 from .app import cli
-from .command import ComponentFlags, component_values, save_config
-from .common import BARS, dataset_info, load_split_data, warn_other_data
-from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option, handle_errors,
-                      model_options, parse_kv, resolve_device, seed_option, spec_values)
+from .command import ComponentFlags, component_values, option, save_config, was_given
+from .common import BARS, dataset_info, default_out, ensure_out, load_split_data, picked_defaults, warn_other_data
+from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option,
+                      eval_split_option, handle_errors, log_options, loggers_from, model_options, parse_kv,
+                      resolve_device, seed_option, spec_values)
 
 
 @cli.command("distill", component=ComponentFlags("--distiller", "distiller", "distiller", "bitraj"))
 @component_option("--distiller", "distiller", "bitraj", "Distillation method (its options follow as flags).")
-@click.option("--buffer", type=click.Path(), required=True, help="Expert buffer from `vl experts`.")
-@dataset_options(default_dataset=None)
-@model_options(defaults_from_artifact=True)
-@click.option("--eval-split", default="dev", show_default=True, help="Split for periodic evaluation (never test).")
+@click.option("--buffer", type=click.Path(), default=None, show_default="OUT/buffer, made now or reused",
+              help="Expert buffer from `vl experts`. Without one, Stage 1 runs first into OUT/buffer with the "
+                   "distiller's expert defaults (a matching buffer already there is reused).")
+@option("--num-experts", type=click.IntRange(min=1), default=None, show_default="5, the distiller's",
+        help="Without --buffer: experts Stage 1 trains.")
+@option("--train-epochs", type=click.IntRange(min=1), default=None,
+        show_default="max-start-epoch - 1 + expert-epochs",
+        help="Without --buffer: epochs each expert trains (by default exactly what the matching reaches).")
+@dataset_options(default_dataset=None, shown="the buffer's, else embedded")
+@model_options("buffer", fallback=True)
+@eval_split_option("eval_split", help="Split for periodic evaluation (never test).")
 @click.option("--eval-seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Fresh models per periodic evaluation.")
+@click.option("--eval-epochs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Epochs each periodic evaluation model trains.")
 @click.option("--no-eval", is_flag=True, help="Skip evaluation during and after distillation.")
 @click.option("--distiller-option", "distiller_opts", multiple=True, metavar="KEY=VALUE",
               help="Any distiller option (repeatable).")
 @seed_option
+@log_options
 @click.option("--resume", is_flag=True, help="Continue an interrupted (or extend a finished) run from OUT.")
-@click.option("--out", type=click.Path(), required=True, help="Output pair-set folder.")
+@click.option("--out", type=click.Path(), default=None, show_default="runs/DISTILLER-ENCODER-PAIRS",
+              help="Output pair-set folder (printed at the start and the end).")
 @device_option
 @handle_errors
-def distill_cmd(distiller, buffer, eval_split, eval_seeds, no_eval, distiller_opts, seed, resume, out, device,
-                config, **kw):
+def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_seeds, eval_epochs, no_eval,
+                distiller_opts, seed, log, log_opts, resume, out, device, config, **kw):
     """Distil a small synthetic pair set by matching expert trajectories.
 
-    The encoder, text encoder, image size and dataset default to the buffer's.  The options of
-    the chosen --distiller follow as flags (`vl distill --distiller NAME --help` lists them).
+    `vl distill --distiller bitraj --encoder nfnet` runs as typed: without --buffer, Stage 1 (the
+    experts) runs first into OUT/buffer; with one, the encoder, text encoder, image size and
+    dataset default to the buffer's.  Every default picked is printed before any work and recorded
+    in meta.json.  The options of the chosen --distiller follow as flags (`vl distill --distiller
+    NAME --help` lists them).
     """
     from vlcore.components import DistillContext
     from vlcore.pipeline import build_text_encoder
@@ -51,25 +65,60 @@ def distill_cmd(distiller, buffer, eval_split, eval_seeds, no_eval, distiller_op
     host = get_host()
     if eval_split == "test":
         raise VLError("--eval-split test would select on the test split; use dev (report test once, with vl eval).")
-    dist = host.create("distiller", distiller, opts)  # unknown or mistyped options fail before any data work
+    dist = host.create("distiller", distiller, opts)  # unknown, mistyped or bad options fail before any data work
     unroll = getattr(dist.config, "unroll", None)
     if unroll is not None:
         host.get("unroll_backend", unroll)
-    buf = Buffer(buffer)
-    spec = model_opts.spec(base=buf.spec)
-    buf.check_compatible(spec, build_text_encoder(spec).dim)
-    src = buf.index.get("dataset") or {}
-    ds = ds.inherit(src)
+    loggers = loggers_from(log, log_opts)
+    buf = Buffer(buffer) if buffer else None
+    spec = model_opts.spec(base=buf.spec if buf else None)  # names, image size and weights checked now
+    if buf is not None:
+        buf.check_compatible(spec, build_text_encoder(spec).dim)
+        for name in ("num_experts", "train_epochs"):
+            if was_given(ctx, name):
+                click.echo(f"note: --{name.replace('_', '-')} is ignored: --buffer {buffer} is used as it is.",
+                           err=True)
+    src = (buf.index.get("dataset") or {}) if buf else {}
+    ds = ds.inherit(src, default="embedded")
+    pairs = getattr(dist.config, "pairs", None)
+    out = ensure_out(out or default_out(dist.name, spec.encoder, pairs))
+    experts = None
+    if buf is None:
+        from vlcore.trajectories import ExpertConfig
+
+        experts = ExpertConfig(**{**dist.expert_defaults(), **({"num_experts": num_experts} if num_experts else {}),
+                                  **({"epochs": train_epochs} if train_epochs else {})}).resolved(spec)
+        experts.check("vl distill (Stage 1)")
+    picked = picked_defaults(ctx, {
+        "dataset": ds.dataset, "encoder": spec.encoder,
+        "pretrained": spec.encoder_options.get("pretrained", "auto"), "text_encoder": spec.text_encoder,
+        "image_size": spec.image_size, "trainable": spec.trainable, "pairs": pairs,
+        "iterations": getattr(dist.config, "iterations", None), "seed": seed,
+        "buffer": f"{out / 'buffer'} ({experts.num_experts} experts x {experts.epochs} epochs)" if experts else None,
+        "num_experts": experts.num_experts if experts else None, "train_epochs": experts.epochs if experts else None,
+        "out": out, "device": device})
+    click.echo(f"distilling {pairs} pairs with {dist.name} into {out}")
     train = load_split_data(ds, "train", spec)
     info = dataset_info(ds, train)
+    if buf is None:
+        from vlcore.trajectories import train_experts
+
+        click.echo(f"Stage 1: {experts.num_experts} experts x {experts.epochs} epochs into {out / 'buffer'} "
+                   f"(finished experts there are reused)")
+        buf = train_experts(spec, train, experts, out / "buffer", dataset_info=info, device=device, progress=BARS)
     warn_other_data(src, info)
     eval_data = None if no_eval else load_split_data(ds, eval_split, spec)
-    run = DistillContext(spec=spec, buffer=buf, train=train, out=Path(out), eval_data=eval_data, dataset_info=info,
+    run = DistillContext(spec=spec, buffer=buf, train=train, out=out, eval_data=eval_data, dataset_info=info,
                          device=device, seed=seed, resume=resume, host=host, progress=BARS,
-                         eval_options={"seeds": eval_seeds})
+                         eval_options={"seeds": eval_seeds, "epochs": eval_epochs}, loggers=loggers,
+                         meta={"defaults": {k: str(v) for k, v in picked.items()}, "run_name": out.name})
     t0 = time.time()
     ps = dist.distill(run)
-    save_config(ctx, out, {**spec_values(spec), **asdict(dist.config)})
+    # a buffer made by this run is not saved as --buffer: `--config OUT/config.toml --out NEW` makes its own
+    resolved = {**spec_values(spec), **asdict(dist.config), "dataset": ds.dataset}
+    if experts is not None:
+        resolved.update(num_experts=experts.num_experts, train_epochs=experts.epochs)
+    save_config(ctx, out, resolved)
     click.echo(f"distilled {len(ps)} pairs into {out} ({time.time() - t0:.0f} s); learned step sizes "
                f"lr_img={ps.lr_img:.4g} lr_txt={ps.lr_txt:.4g}")
     hist = ps.meta.get("history", {}).get("eval") or []
@@ -77,4 +126,5 @@ def distill_cmd(distiller, buffer, eval_split, eval_seeds, no_eval, distiller_op
         last = hist[-1]
         click.echo(f"{eval_split} retrieval of the last set (1 quick model): TR@1 {last['tr_r1']:.1f}  "
                    f"IR@1 {last['ir_r1']:.1f}  rsum {last['rsum']:.1f}; evaluate properly with `vl eval {out}`")
-    click.echo(f"figures: {out}/grid.png, {out}/loss.png" + (f", {out}/dev_recall.png" if hist else ""))
+    made = [f for f in ("grid.png", "loss.png", "dev_recall.png", "best") if (out / f).exists()]
+    click.echo(f"figures and files: {', '.join(f'{out}/{f}' for f in made)}; log: {out}/log.jsonl")

@@ -15,15 +15,16 @@ from vlcore.registry import get_host
 from .app import cli
 from .command import ComponentFlags, component_values, save_config
 from .common import BARS, emit, ensure_out, load_split_data, metric_keys_json
-from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option, handle_errors,
-                      json_option, model_options, parse_kv, resolve_device, spec_values)
+from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option,
+                      eval_split_option, handle_errors, json_option, model_options, parse_kv, resolve_device,
+                      spec_values)
 
 
-@cli.command("eval", component=ComponentFlags("--evaluator", "evaluator", "evaluator", "retrieval"))
+@cli.command("eval", component=ComponentFlags("--evaluator", "evaluator", "evaluator", "retrieval", prefix="eval"))
 @click.argument("pairset", type=click.Path())
-@dataset_options(default_dataset=None)
-@model_options(defaults_from_artifact=True)
-@click.option("--split", default="dev", show_default=True, help="Evaluation split (never tune on test).")
+@dataset_options(default_dataset=None, shown="the pair set's")
+@model_options("pair set")
+@eval_split_option("split")
 @component_option("--evaluator", "evaluator", "retrieval", "Evaluator (its options follow as flags).")
 @click.option("--eval-option", "eval_opts", multiple=True, metavar="KEY=VALUE",
               help="Any evaluator option (repeatable).")
@@ -32,10 +33,12 @@ from .options import (DatasetOptions, ModelOptions, component_option, dataset_op
 @json_option
 @handle_errors
 def eval_cmd(pairset, split, evaluator, eval_opts, out, device, as_json, config, **kw):
-    """Train fresh models on PAIRSET (distilled or coreset) and report retrieval on --split.
+    """Train fresh models on PAIRSET (distilled or coreset, or its `vl export --format hf` folder)
+    and report retrieval on --eval-split.
 
     Model, dataset and data folder default to those recorded in the pair set; a distilled set's
-    learned step sizes (and a LoRS set's learned similarity) are used for training.
+    learned step sizes (and a LoRS set's learned similarity) are used for training.  The
+    evaluator's options are --eval-seeds, --eval-epochs, --eval-lr, ...
     """
     from vlcore.evaluate import evaluate_pairs
     from vlcore.pairset import PairSet

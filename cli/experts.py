@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -9,7 +10,7 @@ from vlcore.trajectories import ExpertConfig
 
 from .app import cli
 from .command import dataclass_options, given, save_config
-from .common import BARS, dataset_info, load_split_data
+from .common import BARS, dataset_info, ensure_out, load_split_data
 from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, handle_errors, model_options,
                       resolve_device, spec_values)
 
@@ -17,14 +18,16 @@ from .options import (DatasetOptions, ModelOptions, dataset_options, device_opti
 @cli.command("experts")
 @dataset_options()
 @model_options()
-@dataclass_options(ExpertConfig)
+@dataclass_options(ExpertConfig, rename={"epochs": "--train-epochs"})
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train experts in parallel processes.")
-@click.option("--out", "out", type=click.Path(), required=True, help="Buffer folder (resumes if it exists).")
+@click.option("--out", "out", type=click.Path(), default=None, show_default="runs/buffer-DATASET-ENCODER",
+              help="Buffer folder (resumes if it exists).")
 @device_option
 @handle_errors
 def experts_cmd(workers, out, device, config, **kw):
-    """Train expert trajectories on the full training split (resumable)."""
+    """Train expert trajectories on the full training split (resumable): --num-experts SGD runs of
+    --train-epochs epochs each, parameters saved after every epoch."""
     from vlcore.trajectories import train_experts
 
     ctx = click.get_current_context()
@@ -33,6 +36,7 @@ def experts_cmd(workers, out, device, config, **kw):
     spec = model_opts.spec()
     cfg = ExpertConfig(**given(ctx, kw, ExpertConfig)).resolved(spec)
     cfg.check("vl experts")
+    out = ensure_out(out or Path("runs") / f"buffer-{ds.dataset}-{spec.encoder}")
     data = load_split_data(ds, "train", spec)
     t0 = time.time()
     buf = train_experts(spec, data, cfg, out, dataset_info=dataset_info(ds, data), device=device, workers=workers,

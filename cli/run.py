@@ -15,8 +15,8 @@ from vlcore.io import read_json, write_json
 
 from .app import cli
 from .command import config_keys, flag_key
-from .common import format_table, metric_keys_json
-from .options import handle_errors
+from .common import LEGEND, format_table, metric_keys_json
+from .options import eval_split_option, handle_errors
 
 #: the commands a stage may run
 STAGE_COMMANDS = ("experts", "distill", "coreset", "eval", "train")
@@ -93,6 +93,21 @@ def stage_argv(exp: Experiment, stage: Stage, out: Path, device: str | None) -> 
     return positional + argv
 
 
+def same_stage(record: dict, argv: list[str], out: Path, command: str) -> bool:
+    """Whether a stage record was made by the command line ``argv``, wherever the experiment folder
+    was then (a copied or moved folder is reused) and with old spellings of flags read as today's."""
+    from .command import alias_map
+
+    def canonical(args: list[str], root: str) -> list[str]:
+        renamed = alias_map(cli.commands[command].get_params(cli.commands[command].make_context(
+            command, [], resilient_parsing=True))) if command in cli.commands else {}
+        prefix = root.rstrip("/") + "/"
+        return [renamed.get(a, "@OUT/" + a[len(prefix):] if a.startswith(prefix) else a) for a in args]
+
+    old = record.get("argv") or []
+    return canonical(old, record.get("out", str(out))) == canonical(argv, str(out))
+
+
 def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, echo=click.echo) -> dict[str, dict]:
     """Run every stage of ``exp`` into ``out`` (a finished stage is reused; an interrupted one
     resumes); return the metrics of its eval stages by stage name."""
@@ -105,7 +120,7 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
         line = f"vl {stage.command} {shlex.join(argv)}"
         if record.exists():
             rec = read_json(record)
-            if rec.get("argv") != argv:
+            if not same_stage(rec, argv, out, stage.command):
                 raise VLError(f"{folder} was made by other settings than this recipe's stage '{stage.name}' now "
                               f"asks for (it ran `{' '.join(['vl', rec.get('command', '?'), *rec.get('argv', [])])}`). "
                               f"Choose another --out, or delete {folder} to run the stage again.")
@@ -115,7 +130,7 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
         echo(f"[{i}/{n}] {stage.name}: {line}")
         extra = ["--resume"] if stage.command == "distill" and any(folder.glob("checkpoint.*")) else []
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(record, {"command": stage.command, "argv": argv, "done": False})
+        write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": False})
         t0 = time.time()
         cmd = cli.commands[stage.command]
         try:
@@ -123,7 +138,7 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
         except click.ClickException as exc:
             raise VLError(f"stage '{stage.name}' of {exp.source} failed: {exc.format_message()}\n"
                           f"(it ran: {line})") from None
-        write_json(record, {"command": stage.command, "argv": argv, "done": True,
+        write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": True,
                             "seconds": round(time.time() - t0, 1)})
     return {s.name: read_json(stage_folder(exp, s, out) / "details.json") for s, _ in plans if s.command == "eval"}
 
@@ -140,8 +155,7 @@ def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = 
                                                           "lr_txt": m.get("lr_txt"), "storage": m.get("storage")}
                                       for k, m in results.items()})
     (out / "results.md").write_text(f"{title}: retrieval (%), mean±std over seeds of models trained from scratch "
-                                    f"on each set. TR: image->text, IR: text->image, R@K: the right match in the "
-                                    f"top K; rsum: the sum of the six.\n\n```\n{table}\n```\n")
+                                    f"on each set. {LEGEND}\n\n```\n{table}\n```\n")
     curves = {labels.get(k, k): m["curve"] for k, m in results.items() if "curve" in m}
     if curves:
         recall_curves(curves, out / "recall.png", title=title)
@@ -154,8 +168,8 @@ def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = 
               help="Folder of the experiment: each stage writes OUT/STAGE.")
 @click.option("--data", "data_dir", type=click.Path(), default=None, show_default="the recipe's",
               help="Dataset folder for every stage (overrides the recipe's).")
-@click.option("--split", default=None, show_default="the recipe's",
-              help="Evaluation split of the eval stages (never tune on test).")
+@eval_split_option("split", default=None, show_default="the recipe's",
+                   help="Evaluation split of the eval stages (never tune on test).")
 @click.option("--set", "sets", multiple=True, metavar="STAGE.KEY=VALUE",
               help="Override one setting (repeatable), e.g. --set distilled.pairs=200 or --set common.limit=50.")
 @click.option("--device", default=None, show_default="the recipe's",
@@ -179,7 +193,8 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
     if split is not None:
         for s in exp.stages:
             if s.command == "eval":
-                s.settings["split"] = split
+                s.settings.pop("split", None)
+                s.settings["eval-split"] = split
     for assignment in sets:
         override(exp, assignment)
     out = Path(out or Path("runs") / Path(exp.source).stem)
@@ -198,4 +213,5 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
     else:
         click.echo("")
         click.echo(table)
+        click.echo(LEGEND)
         click.echo(f"\nwrote {out}/results.md, results.json, recall.png")

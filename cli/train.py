@@ -13,14 +13,14 @@ from vlcore.train import FullDataConfig
 from .app import cli
 from .command import dataclass_options, given, save_config
 from .common import BARS, emit, ensure_out, load_split_data, metric_keys_json
-from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, handle_errors, json_option,
-                      model_options, resolve_device, spec_values)
+from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, eval_split_option, handle_errors,
+                      json_option, model_options, resolve_device, spec_values)
 
 
 @cli.command("train")
 @dataset_options()
 @model_options()
-@click.option("--split", default="dev", show_default=True, help="Evaluation split (never tune on test).")
+@eval_split_option("split")
 @dataclass_options(FullDataConfig)
 @click.option("--out", type=click.Path(), default=None, show_default="runs/train-DATASET-ENCODER",
               help="Output folder.")
@@ -28,7 +28,7 @@ from .options import (DatasetOptions, ModelOptions, dataset_options, device_opti
 @json_option
 @handle_errors
 def train_cmd(split, out, device, as_json, config, **kw):
-    """Train on the full training split; report retrieval on --split (the upper bound)."""
+    """Train on the full training split; report retrieval on --eval-split (the upper bound)."""
     from safetensors.torch import save_file
 
     from vlcore.metrics import recall_curve, recall_from_ranks, retrieval_ranks

@@ -22,6 +22,7 @@ class RetrievalEvaluator(Evaluator):
 
     @dataclass(frozen=True)
     class Config(SGDConfig):
+        #: fresh models trained, one per seed (the metrics are their mean and std)
         seeds: int = 3
         #: first seed; seeds are seed0, seed0+1, ...
         seed0: int = 0

@@ -29,7 +29,7 @@ COMPONENT_OPTIONS = [
     ("experts", "--text-encoder", "text_encoder"),
     ("distill", "--distiller", "distiller"), ("distill", "--dataset", "dataset"),
     ("distill", "--encoder", "image_encoder"), ("distill", "--text-encoder", "text_encoder"),
-    ("distill", "--unroll", "unroll_backend"),
+    ("distill", "--unroll", "unroll_backend"), ("distill", "--log", "logger"),
     ("coreset", "--method", "selector"), ("coreset", "--dataset", "dataset"),
     ("coreset", "--encoder", "image_encoder"), ("coreset", "--text-encoder", "text_encoder"),
 ]

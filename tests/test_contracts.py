@@ -44,6 +44,7 @@ OPTIONS: dict[tuple[str, str], dict] = {
     ("distiller", "lors"): {**SMALL, "batch_syn": 2},
     ("distiller", "repblend"): {**SMALL, "batch_syn": 2},
     ("dataset", "embedded"): {"num_train": 4, "num_dev": 3, "num_test": 2},
+    ("logger", "wandb"): {"mode": "offline"},
 }
 
 
@@ -113,7 +114,31 @@ def _tiny_bert(folder: Path) -> Path:
     return folder
 
 
+def make_captions(root: Path) -> Path:
+    for n in range(5):
+        _jpeg(root / "images" / f"p{n}.jpg", (40 * n, 90, 200))
+    (root / "captions.csv").write_text("image,caption\n" + "".join(f"p{n}.jpg,photo {n} caption {k}\n"
+                                                                   for n in range(5) for k in range(2)))
+    return root
+
+
+def make_hf(root: Path) -> Path:
+    datasets = pytest.importorskip("datasets", reason="the 'hf' contract needs the datasets package")
+    from PIL import Image
+
+    datasets.Dataset.from_dict({"image": [Image.new("RGB", (20, 16), (40 * n, 90, 200)) for n in range(5)],
+                                "caption": [f"photo {n}" for n in range(5)]},
+                               features=datasets.Features({"image": datasets.Image(),
+                                                           "caption": datasets.Value("string")})
+                               ).save_to_disk(str(root))
+    return root
+
+
 def options_for(kind: str, name: str, tmp_path: Path) -> dict:
+    if kind == "dataset" and name == "captions":
+        return {"root": str(make_captions(tmp_path / "captions"))}
+    if kind == "dataset" and name == "hf":
+        return {"root": str(make_hf(tmp_path / "hf"))}
     if kind == "dataset" and name == "flickr8k":
         return {"root": str(make_flickr8k(tmp_path / "flickr8k"))}
     if kind == "dataset" and name in ("flickr30k", "coco"):
@@ -145,9 +170,10 @@ def test_component_contract(kind, name, tmp_path):
 
 def test_every_kind_has_bundled_components():
     bundled = {"image_encoder": {"convnet", "vit", "nfnet", "nf_resnet50", "nf_regnet", "effnet-lite0"},
-               "text_encoder": {"minilm", "st", "bert"}, "dataset": {"flickr8k", "flickr30k", "coco", "embedded"},
+               "text_encoder": {"minilm", "st", "bert"}, "dataset": {"flickr8k", "flickr30k", "coco", "embedded", "captions", "hf"},
                "distiller": {"bitraj", "lora", "lors", "repblend"}, "evaluator": {"retrieval"}, "unroll_backend": {"func", "higher", "checkpoint", "tesla"},
-               "selector": {"random", "herding", "kcenter", "forgetting"}}
+               "selector": {"random", "herding", "kcenter", "forgetting"},
+               "logger": {"jsonl", "tensorboard", "wandb"}}
     for kind, names in bundled.items():
         assert names <= set(HOST.names(kind)), kind
 

@@ -188,7 +188,7 @@ def test_vl_run_runs_resumes_and_reuses_stages(tmp_path):
     # the same command again reuses every finished stage
     again = vl("run", recipe, "--out", out, "--json")
     assert again.output.count("done earlier, reused") == 5
-    metrics = json.loads(again.output.strip().splitlines()[-1])
+    metrics = json.loads(again.stdout.strip().splitlines()[-1])
     assert set(metrics) == {"eval-distilled", "eval-random"}
     assert metrics["eval-random"] == json.loads((out / "eval-random" / "metrics.json").read_text())
     # a stage whose settings changed is refused, naming the folder
@@ -216,9 +216,9 @@ seeds = 1
 epochs = 2
 """)
     res = vl("run", recipe, "--out", tmp_path / "o", "--split", "dev", "--json")
-    metrics = json.loads(res.output.strip().splitlines()[-1])
-    direct = json.loads(vl("eval", tmp_path / "o" / "random", "--seeds", 1, "--epochs", 2, "--json",
-                           "--out", tmp_path / "direct").output.strip().splitlines()[-1])
+    metrics = json.loads(res.stdout.strip().splitlines()[-1])
+    direct = json.loads(vl("eval", tmp_path / "o" / "random", "--eval-seeds", 1, "--eval-epochs", 2, "--json",
+                           "--out", tmp_path / "direct").stdout.strip().splitlines()[-1])
     assert set(metrics) == set(direct) and metrics == direct
 
 

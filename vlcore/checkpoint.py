@@ -55,7 +55,8 @@ def save_state(state: "RunState", path: str | Path) -> None:
         opts[name] = meta
     tensors["rng.generator"] = state.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"format": FORMAT, "run_key": state.run_key, "iteration": state.iteration, "failures": state.failures,
+    meta = {"format": FORMAT, "run_key": state.run_key, "run_record": state.run_record,
+            "iteration": state.iteration, "failures": state.failures,
             "history": state.history, "best": state.best, "info": state.info, "optimizers": opts}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"vlcore": json.dumps(meta)})
@@ -85,8 +86,11 @@ def load_state(state: "RunState", path: str | Path) -> "RunState":
     names and shapes to expect) from the checkpoint at ``path``."""
     meta, tensors = read_state(path)
     if meta["run_key"] != state.run_key:
-        raise DataError(f"{path} belongs to a run with other settings (config, buffer, model, data or seed); "
-                        f"resume with the same command, or choose another --out.")
+        diffs = differences(meta.get("run_record") or {}, state.run_record) if meta.get("run_record") else []
+        what = ("; what differs: " + "; ".join(diffs[:8]) + (f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else "")
+                if diffs else " (config, buffer, model, data or seed)")
+        raise DataError(f"{path} belongs to a run with other settings{what}. Resume with the same settings, or "
+                        f"choose another --out.")
     with torch.no_grad():
         for k, v in state.learned.items():
             saved = tensors.get(f"learned.{k}")
@@ -105,3 +109,20 @@ def load_state(state: "RunState", path: str | Path) -> "RunState":
     state.iteration, state.failures = int(meta["iteration"]), int(meta["failures"])
     state.history, state.best, state.info = meta["history"], meta["best"], meta["info"]
     return state
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: checkpoint X, now Y`` for every leaf that differs between two run records."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b, name = old.get(k), new.get(k), f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name}: checkpoint {_short(a)}, now {_short(b)}")
+    return out
+
+
+def _short(v) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

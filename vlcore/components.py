@@ -1,7 +1,7 @@
 """One component model for every kind, and the bases and typed contexts of the algorithmic kinds.
 
 Every component class (image and text encoders, datasets, distillers, selectors, evaluators,
-unroll backends) subclasses :class:`Component`: a lowercase ``name``, a docstring whose first line
+unroll backends, loggers) subclasses :class:`Component`: a lowercase ``name``, a docstring whose first line
 is its help text, a nested frozen dataclass ``Config`` holding its options, built as
 ``cls(config)`` (image encoders also take ``image_size``), and the ``@abstractmethod``\\ s of its
 kind.  The kinds themselves are declared once, in :data:`vlcore.kinds.KINDS`.
@@ -125,6 +125,10 @@ class DistillContext:
     host: PluginHost | None = None
     progress: Progress = NULL
     eval_options: dict = field(default_factory=dict)
+    #: experiment tracking (:class:`vlcore.loggers.Loggers`); None: the always-on ``jsonl`` logger only
+    loggers: Any = None
+    #: more records for the pair set's meta.json (e.g. the defaults `vl distill` picked)
+    meta: dict = field(default_factory=dict)
 
 
 class Distiller(Component):
@@ -150,6 +154,14 @@ class Distiller(Component):
     student's loss on a synthetic minibatch).  Its Config needs ``iterations``,
     ``checkpoint_every``, ``eval_every`` and ``max_failures`` (the loop reads them).
     """
+
+    #: logged names of the step metrics (``StepResult.metrics`` keys), e.g. ``{"img": "loss/image"}``
+    scalar_names: ClassVar[dict[str, str]] = {}
+
+    def expert_defaults(self) -> dict[str, Any]:
+        """The Stage 1 settings (``vlcore.trajectories.ExpertConfig`` fields) `vl distill` uses when
+        it trains the buffer itself (no ``--buffer``); default: ExpertConfig's own."""
+        return {}
 
     def distill(self, ctx: DistillContext) -> PairSet:
         """Run the recipe; return the pair set (also saved into ``ctx.out``)."""

@@ -34,6 +34,9 @@ class Split:
     loader: Callable[[int], "object"] = field(repr=False)
     #: identifies the exact content (source, ids, captions) for cache keys
     source: str = ""
+    #: what artifacts record about where the split came from: the dataset's resolved ``config`` and
+    #: its ``license`` (filled in by :meth:`Dataset.split`)
+    about: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.image_ids) != len(self.captions):
@@ -76,7 +79,7 @@ class Split:
             return self
         loader = self.loader
         return Split(self.dataset, self.name, self.image_ids[:n], self.captions[:n], loader,
-                     f"{self.source}[:{n}]")
+                     f"{self.source}[:{n}]", dict(self.about))
 
     def take(self, indices: list[int], name: str, tag: str) -> "Split":
         """The images ``indices`` (in that order) as the split ``name``; ``tag`` marks the source."""
@@ -109,6 +112,12 @@ class Dataset(Component):
 
     #: the split used for evaluation during development when none is named
     default_eval_split: ClassVar[str] = "dev"
+    #: the terms of the data, as an artifact made from it records them (a dataset card states them)
+    license: ClassVar[str] = "unknown: check the terms of the data before sharing anything made from it"
+
+    def data_license(self) -> str:
+        """The licence of this dataset's data (a ``license`` option, when it has one, wins)."""
+        return getattr(self.config, "license", None) or self.license
 
     @abstractmethod
     def splits(self) -> list[str]:
@@ -131,10 +140,13 @@ class Dataset(Component):
                     if split == HOLDOUT and hasattr(self.config, "holdout") else "")
             raise DataError(f"Dataset '{self.name}' has no split '{split}'.{suggest(split, names)} "
                             f"Available: {', '.join(names)}{hint}.")
+        from dataclasses import asdict
+
         if holdout and split in ("train", HOLDOUT):
             s = self._holdout(split, holdout)
         else:
             s = self.load_split(split)
+        s.about = {"config": asdict(self.config), "license": self.data_license()}
         return s.subset(getattr(self.config, "limit", None))
 
     def _holdout(self, split: str, n: int) -> Split:

@@ -13,6 +13,10 @@ class ConfigError(VLError):
     """An option had an unknown name or a value of the wrong type."""
 
 
+class ImageSizeError(ConfigError, ValueError):
+    """An image encoder cannot take the image size asked for."""
+
+
 class UnknownComponentError(VLError):
     """A component name was not found in the registry."""
 

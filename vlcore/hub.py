@@ -1,4 +1,5 @@
-"""Hugging Face hub availability, shared by the encoders that can download weights."""
+"""Hugging Face hub availability, shared by the encoders that can download weights, and the optional
+``datasets`` library (the ``hf`` dataset, ``vl export --format hf``)."""
 from __future__ import annotations
 
 import os
@@ -33,3 +34,14 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def import_datasets(what: str):
+    """The Hugging Face ``datasets`` library, or a VLError saying how to install it (``what`` needs it)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        from .errors import VLError
+
+        raise VLError(f"{what} needs the package datasets ({exc}). Install it with pip install 'vlcore[hf]'.") from None
+    return datasets

@@ -5,7 +5,8 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,18 +34,40 @@ def fingerprint(*parts: Any) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    The temporary file is created with mode 0o666 less the user's umask (as ``open()`` would), so
+    artifacts can be shared as any other file the user writes (``tempfile.mkstemp`` would make
+    every artifact 0o600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    while True:
+        tmp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+        os.close(fd)
+        break
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # writers that recreate the file (safetensors) made it 0o600
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it, under a lock)."""
+    with _UMASK_LOCK:
+        old = os.umask(0o022)
+        os.umask(old)
+    return old
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -66,6 +66,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("unroll_backend", "register_unroll_backends", "vlcore.unroll:UnrollBackend",
          _C + "check_unroll_backend", ("unroll", "backend"),
          "unroll backends: how distillers differentiate through the student's steps"),
+    Kind("logger", "register_loggers", "vlcore.loggers:Logger", _C + "check_logger", ("log", "tracker"),
+         "loggers: experiment tracking of a run's scalars and figures (jsonl, TensorBoard, wandb)"),
 )}
 
 

@@ -65,6 +65,9 @@ class TrajectoryMatching(Distiller):
     requires_trainable: str | None = None
     #: the image head its experts must have (None: any)
     requires_image_head: str | None = None
+    scalar_names = {"img": "loss/image", "txt": "loss/text", "lr_img": "step_size/image", "lr_txt": "step_size/text"}
+    #: experts `vl distill` trains when it makes the buffer itself (no --buffer)
+    DEFAULT_EXPERTS = 5
 
     @dataclass(frozen=True)
     class Config:
@@ -111,24 +114,49 @@ class TrajectoryMatching(Distiller):
         #: clamp synthetic pixels to [0, 1] after each update
         clamp_images: bool = False
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.check_config()  # a bad setting fails when the distiller is built: before any data work
+
     # ------------------------------------------------------------------ setup
+    def check_config(self) -> None:
+        """Refuse settings no run can use (ConfigError naming the flag)."""
+        c = self.config
+        if c.pairs < 2:
+            raise ConfigError(f"{self.name} needs --pairs >= 2 (the contrastive loss needs negatives; got {c.pairs}).")
+        for name, low in (("iterations", 0), ("syn_steps", 1), ("expert_epochs", 1), ("max_start_epoch", 1),
+                          ("checkpoint_every", 0), ("eval_every", 0), ("max_failures", 1)):
+            if getattr(c, name) < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least {low} (got {getattr(c, name)}).")
+        if c.batch_syn < 0 or c.batch_syn == 1:
+            raise ConfigError(f"--batch-syn must be 0 (all pairs) or at least 2 (got {c.batch_syn}; a minibatch "
+                              f"larger than the set uses all of it).")
+        for name in ("lr_images", "lr_text", "lr_lr", "lr_init"):
+            v = getattr(c, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {v}).")
+        if not 0 <= c.momentum < 1:
+            raise ConfigError(f"--momentum must be in [0, 1) (got {c.momentum}).")
+        if not (c.distill_images or c.distill_text):
+            raise ConfigError("nothing to distil: distill_images and distill_text are both false.")
+
+    def expert_defaults(self) -> dict:
+        """Stage 1 as `vl distill` runs it without --buffer: :data:`DEFAULT_EXPERTS` experts, each
+        trained for the epochs the matching reaches (max_start_epoch - 1 + expert_epochs), with the
+        expert learning rate of `vl experts`."""
+        c = self.config
+        return {"num_experts": self.DEFAULT_EXPERTS, "epochs": c.max_start_epoch - 1 + c.expert_epochs}
+
     def check(self, ctx: DistillContext) -> None:
         """Refuse settings this run cannot use (before any work)."""
         c = self.config
-        if c.pairs < 2:
-            raise ConfigError(f"{self.name} needs pairs >= 2 (the contrastive loss needs negatives).")
+        self.check_config()
         if c.pairs > ctx.train.num_pairs:
             raise ConfigError(f"pairs={c.pairs} exceeds the {ctx.train.num_pairs} training pairs.")
-        if c.iterations < 0 or c.syn_steps < 1 or c.expert_epochs < 1 or c.max_start_epoch < 1:
-            raise ConfigError("iterations >= 0, syn_steps >= 1, expert_epochs >= 1 and max_start_epoch >= 1 are required.")
-        if c.batch_syn < 0 or c.batch_syn == 1:
-            raise ConfigError(f"batch_syn must be 0 (all pairs) or at least 2 (got {c.batch_syn}).")
         if c.max_start_epoch - 1 + c.expert_epochs > ctx.buffer.epochs:
             raise ConfigError(
                 f"max_start_epoch={c.max_start_epoch} with expert_epochs={c.expert_epochs} needs experts trained "
                 f"for at least {c.max_start_epoch - 1 + c.expert_epochs} epochs; the buffer has {ctx.buffer.epochs}.")
-        if not (c.distill_images or c.distill_text):
-            raise ConfigError("nothing to distil: distill_images and distill_text are both false.")
         if self.requires_trainable and ctx.spec.trainable != self.requires_trainable:
             raise IncompatibleError(
                 f"distiller '{self.name}' matches {self.requires_trainable} parameters but the buffer's encoder "
@@ -156,14 +184,19 @@ class TrajectoryMatching(Distiller):
         self._buffer = buf
         self._experts: dict[int, dict[str, torch.Tensor]] = {}
         torch.manual_seed(ctx.seed)
+        record = self.run_record(ctx)
         return RunState(learned={}, optimizers={}, generator=torch.Generator().manual_seed(ctx.seed),
-                        run_key=self.run_key(ctx))
+                        run_key=fingerprint(record), run_record=record)
+
+    def run_record(self, ctx: DistillContext) -> dict:
+        """What must not change across a resume: config (but :data:`VOLATILE`), model, the buffer's
+        content (not where it is: a copied run folder resumes), seed, data."""
+        cfg = {k: v for k, v in asdict(self.config).items() if k not in VOLATILE}
+        return {"method": self.name, "config": cfg, "spec": ctx.spec.as_dict(), "buffer": ctx.buffer.content_key(),
+                "seed": ctx.seed, "data": ctx.dataset_info.get("fingerprint")}
 
     def run_key(self, ctx: DistillContext) -> str:
-        """What must not change across a resume: config (but :data:`VOLATILE`), model, buffer, seed, data."""
-        cfg = {k: v for k, v in asdict(self.config).items() if k not in VOLATILE}
-        return fingerprint(self.name, cfg, ctx.spec.as_dict(), str(Path(ctx.buffer.path).resolve()), ctx.seed,
-                           ctx.dataset_info.get("fingerprint"))
+        return fingerprint(self.run_record(ctx))
 
     def _backend(self, ctx: DistillContext):
         from .registry import get_host

@@ -56,6 +56,21 @@ class ImageEncoder(Component, nn.Module):
     feature_dim: int = 0
 
     @classmethod
+    def check_size(cls, config, image_size: int) -> None:
+        """Raise :class:`vlcore.errors.ConfigError` for an image size this encoder cannot take, before
+        anything is built (default: any positive size)."""
+        from .errors import ConfigError
+
+        if image_size < 1:
+            raise ConfigError(f"image encoder '{cls.name}': the image size must be at least 1 px (got {image_size}).")
+
+    @classmethod
+    def check_weights(cls, config) -> None:
+        """Raise :class:`vlcore.errors.WeightsError` now when the weights ``config`` asks for cannot be
+        had (hub unreachable, file missing), so a run fails before any data work (default: nothing
+        to check)."""
+
+    @classmethod
     def random_init(cls, options: dict | None) -> bool:
         """Whether an encoder built with these options starts from random weights."""
         p = str((options or {}).get("pretrained", "auto")).strip().lower()

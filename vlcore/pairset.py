@@ -128,6 +128,10 @@ class PairSet:
         if not path.is_dir():
             raise DataError(f"Pair set '{path}' does not exist or is not a folder. Pass the --out folder "
                             f"of `vl distill` or `vl coreset`.")
+        from .export import is_hf_export, load_hf
+
+        if not (path / "pairs.safetensors").exists() and is_hf_export(path):
+            return load_hf(path)  # a `vl export --format hf` folder
         for name in ("pairs.safetensors", "captions.json", "meta.json"):
             if not (path / name).exists():
                 raise DataError(f"Pair set '{path}' has no {name}; it is incomplete or not a pair set "

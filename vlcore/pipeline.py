@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import Dataset, Split, load_images, to_float
-from .errors import IncompatibleError
+from .errors import ConfigError, IncompatibleError
 from .io import atomic_path, cache_dir, fingerprint
 from .model import DualEncoder, ImageEncoder, ModelSpec
 from .progress import NULL, Progress
@@ -93,12 +93,28 @@ def build_text_encoder(spec: ModelSpec, host: PluginHost | None = None) -> TextE
     return _TEXT_ENCODERS[key]
 
 
+def check_spec(spec: ModelSpec, host: PluginHost | None = None) -> None:
+    """Refuse a spec no run can use, before any data work: unknown encoder names or options, an
+    image size the encoder cannot take, weights that cannot be had (ConfigError, WeightsError)."""
+    host = _host(host)
+    cfg = host.config("image_encoder", spec.encoder, spec.encoder_options)
+    host.config("text_encoder", spec.text_encoder, spec.text_options)
+    cls = host.get("image_encoder", spec.encoder)
+    cls.check_size(cfg, spec.image_size)
+    cls.check_weights(cfg)
+
+
 def build_backbone(spec: ModelSpec, host: PluginHost | None = None, seed: int = 0) -> ImageEncoder:
     """The spec's image encoder.  Any randomly initialised weights come from ``seed`` (a frozen
     backbone always uses seed 0, so its cached features are the same everywhere)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0 if spec.frozen else seed)
-        return _host(host).create("image_encoder", spec.encoder, spec.encoder_options, image_size=spec.image_size)
+        try:
+            return _host(host).create("image_encoder", spec.encoder, spec.encoder_options, image_size=spec.image_size)
+        except ValueError as exc:  # an encoder's own check of its options: a user error, not a crash
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"image encoder '{spec.encoder}' at {spec.image_size} px: {exc}") from None
 
 
 def build_model(spec: ModelSpec, text_dim: int, seed: int = 0, host: PluginHost | None = None,

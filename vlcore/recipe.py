@@ -5,7 +5,8 @@ A distiller (:class:`vlcore.components.Distiller`) is a recipe: a small run stat
 around the method itself: resume from ``OUT/checkpoint.safetensors``, the non-finite guard on the
 loss and gradients, the guard on the state after each update (the update is rolled back when the
 recipe's :meth:`check_state` objects), checkpoints (also on Ctrl-C / SIGTERM), periodic dev
-evaluation with the best-on-dev set kept, progress (through ``ctx.progress``) and figures.
+evaluation with the best-on-dev set kept, progress (through ``ctx.progress``), experiment tracking
+(through ``ctx.loggers``, see :mod:`vlcore.loggers`) and figures.
 """
 from __future__ import annotations
 
@@ -44,8 +45,10 @@ class RunState:
     optimizers: dict[str, torch.optim.Optimizer]
     #: the run's seeded random stream (experts, start epochs, minibatches, ...)
     generator: torch.Generator
-    #: what must not change across a resume (config, model, buffer, data, seed)
+    #: what must not change across a resume (config, model, buffer, data, seed), and what it is
+    #: made of (a resume refused says what differs)
     run_key: str = ""
+    run_record: dict = field(default_factory=dict)
     #: outer iterations done (applied or skipped)
     iteration: int = 0
     #: iterations in a row that were skipped or rolled back
@@ -84,22 +87,45 @@ class StepResult:
 
 
 def run(recipe: "Distiller", ctx: "DistillContext") -> "PairSet":
-    """Run ``recipe`` on ``ctx`` to the end; return the final pair set (saved in ``ctx.out``)."""
+    """Run ``recipe`` on ``ctx`` to the end; return the final pair set (saved in ``ctx.out``).
+
+    Every logger of ``ctx.loggers`` (the ``jsonl`` one at least) gets each iteration's scalars
+    (``loss/total`` and the recipe's :attr:`~vlcore.components.Distiller.scalar_names`), the
+    metrics of each dev evaluation (``dev/rsum``, ...) and the image grid at the end."""
+    from dataclasses import asdict
+
+    from .loggers import LogRun, open_loggers
+
     c = recipe.config
     out = Path(ctx.out)
     path = out / CHECKPOINT
     state = recipe.setup(ctx)
     out.mkdir(parents=True, exist_ok=True)
     recipe.init_synthetic(ctx, state)  # on resume too: it makes the tensors and optimisers the checkpoint fills
-    if ctx.resume and path.exists():
+    resumed = ctx.resume and path.exists()
+    if resumed:
         state = recipe.load_checkpoint(ctx, state, path)
         log.info("resumed %s at iteration %d", path, state.iteration)
+    loggers = ctx.loggers if ctx.loggers is not None else open_loggers(host=ctx.host)
+    loggers.start(LogRun(out, str(ctx.meta.get("run_name") or out.name),
+                         {"method": recipe.name, "config": asdict(c), "spec": ctx.spec.as_dict(),
+                          "dataset": ctx.dataset_info, "seed": ctx.seed, **ctx.meta}, resume=resumed))
+    try:
+        ps = _loop(recipe, ctx, state, path, loggers)
+        loggers.image(state.iteration, "grid", out / "grid.png")
+    finally:
+        loggers.finish()
+    return ps
+
+
+def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> "PairSet":
+    c, out = recipe.config, Path(ctx.out)
     t_start = time.time()
     desc = f"{recipe.name} {getattr(c, 'pairs', '')} pairs".replace("  ", " ")
     task = ctx.progress.task(desc, c.iterations, unit="it", initial=state.iteration)
     try:
         while state.iteration < c.iterations:
-            _iterate(recipe, ctx, state, path, task)
+            _iterate(recipe, ctx, state, path, task, loggers)
     except KeyboardInterrupt:
         recipe.save_checkpoint(ctx, state, path)
         raise
@@ -107,16 +133,22 @@ def run(recipe: "Distiller", ctx: "DistillContext") -> "PairSet":
         task.close()
     if ctx.eval_data is not None and (not state.history["eval"] or
                                       state.history["eval"][-1]["iteration"] != c.iterations):
-        _evaluate(recipe, ctx, state)
+        _evaluate(recipe, ctx, state, loggers)
     recipe.save_checkpoint(ctx, state, path)
     ps = recipe.finalise(ctx, state)
     ps.meta["seconds"] = round(time.time() - t_start, 1)
-    ps.save(out)
+    _save(ctx, ps, out)
     recipe.figures(ctx, state, ps)
     return ps
 
 
-def _iterate(recipe, ctx, state: RunState, path: Path, task) -> None:
+def _save(ctx, ps: "PairSet", folder: Path) -> None:
+    """Save a pair set of the run with the run's own records (``ctx.meta``)."""
+    ps.meta.update(ctx.meta)
+    ps.save(folder)
+
+
+def _iterate(recipe, ctx, state: RunState, path: Path, task, loggers) -> None:
     c = recipe.config
     it = state.iteration
     result = recipe.step(ctx, state)
@@ -133,7 +165,7 @@ def _iterate(recipe, ctx, state: RunState, path: Path, task) -> None:
         log.warning("iteration %d: %s (%d in a row)", it, problem, state.failures)
         if state.failures >= c.max_failures:
             recipe.save_checkpoint(ctx, state, path)
-            recipe.finalise(ctx, state).save(ctx.out)
+            _save(ctx, recipe.finalise(ctx, state), Path(ctx.out))
             raise NonFiniteError(
                 f"{state.failures} iterations in a row failed ({problem}); stopped at iteration {it} with the "
                 f"last good set saved in {ctx.out}. Lower the learning rates (--lr-images, --lr-text, --lr-lr) "
@@ -150,11 +182,13 @@ def _iterate(recipe, ctx, state: RunState, path: Path, task) -> None:
         state.history.setdefault(k, []).append(v)
     task.update(1, loss=f"{result.loss:.3f}", **{k: f"{v:.3g}" for k, v in result.metrics.items()
                                                   if k.startswith("lr")})
+    loggers.scalars(done, {"loss/total": result.loss,
+                           **{recipe.scalar_names.get(k, k): v for k, v in result.metrics.items()}})
     if c.eval_every and done % c.eval_every == 0 and done < c.iterations:
-        _evaluate(recipe, ctx, state)
+        _evaluate(recipe, ctx, state, loggers)
     if c.checkpoint_every and done % c.checkpoint_every == 0:
         recipe.save_checkpoint(ctx, state, path)
-        recipe.snapshot(ctx, state).save(ctx.out)
+        _save(ctx, recipe.snapshot(ctx, state), Path(ctx.out))
 
 
 def _apply(state: RunState, result: StepResult) -> None:
@@ -181,15 +215,17 @@ def _restore(state: RunState, backup) -> None:
         state.optimizers[k].load_state_dict(sd)
 
 
-def _evaluate(recipe, ctx, state: RunState) -> None:
+def _evaluate(recipe, ctx, state: RunState, loggers) -> None:
     m = recipe.evaluate(ctx, state)
     if m is None:
         return
     it = state.iteration
-    state.history["eval"].append({"iteration": it, **{k: m[k] for k in ("tr_r1", "tr_r5", "tr_r10", "ir_r1",
-                                                                       "ir_r5", "ir_r10", "rsum")}})
+    record = {k: m[k] for k in ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "rsum")}
+    state.history["eval"].append({"iteration": it, **record})
+    split = ctx.eval_data.split.name if getattr(ctx.eval_data, "split", None) is not None else "dev"
+    loggers.scalars(it, {f"{split}/{k}": v for k, v in record.items()})
     if state.best is None or m["rsum"] > state.best["rsum"]:
         state.best = {"iteration": it, "rsum": m["rsum"]}
         ps = recipe.snapshot(ctx, state)
         ps.meta["selected"] = {"by": "dev rsum", "iteration": it, "rsum": m["rsum"]}
-        ps.save(Path(ctx.out) / "best")
+        _save(ctx, ps, Path(ctx.out) / "best")

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError, IncompatibleError
-from .io import atomic_path, read_json, versions, write_json
+from .io import atomic_path, fingerprint, read_json, versions, write_json
 from .model import DualEncoder, ModelSpec
 from .pipeline import PairData, build_model, features_for
 from .progress import NULL, Progress
@@ -143,6 +143,15 @@ class Buffer:
         self.spec = ModelSpec.from_dict(self.index["spec"])
         self.layout: dict[str, list[list]] = self.index["layout"]
         self.epochs: int = int(self.index["expert"]["epochs"])
+
+    def content_key(self) -> dict:
+        """What the trajectories are, independent of where the folder is (a copied or moved buffer
+        has the same key): spec, text dim, parameter layout, expert config (but the number of
+        experts, which may grow) and the training data's fingerprint."""
+        idx = self.index
+        return {"spec": idx["spec"], "text_dim": idx["text_dim"], "layout": fingerprint(idx["layout"]),
+                "expert": {k: v for k, v in (idx.get("expert") or {}).items() if k != "num_experts"},
+                "data": (idx.get("dataset") or {}).get("fingerprint")}
 
     def expert_files(self) -> list[Path]:
         return sorted(self.path.glob("expert_*.safetensors"))

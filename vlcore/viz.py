@@ -54,7 +54,10 @@ def pair_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, *
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
     per = 2 if before is not None else 1
-    fig, axes = plt.subplots(rows, cols * per, figsize=(2.3 * cols * per, 2.9 * rows), squeeze=False)
+    # with ``before`` each caption sits below its pair, above the next row's init/distilled labels:
+    # rows are taller so the two never touch
+    fig, axes = plt.subplots(rows, cols * per, figsize=(2.3 * cols * per, (3.5 if before is not None else 2.9) * rows),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
@@ -65,7 +68,8 @@ def pair_grid(images: torch.Tensor, captions: Sequence[str], path: str | Path, *
             ax.imshow(img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
             if label:
                 ax.set_title(label, fontsize=7)
-        cap = "\n".join(textwrap.wrap(captions[i], 34)[:4])
+        lines = textwrap.wrap(captions[i], 34)
+        cap = "\n".join(lines[:3]) + (" ..." if len(lines) > 3 else "")
         axes[r][c * per].text(0, 1.02 if before is None else -0.08, cap, fontsize=6.5,
                               transform=axes[r][c * per].transAxes,
                               va="bottom" if before is None else "top")

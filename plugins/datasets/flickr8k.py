@@ -19,6 +19,8 @@ class Flickr8k(Dataset):
     """
 
     name = "flickr8k"
+    license = ("Flickr8k (Hodosh et al., 2013): research use only, under the University of Illinois' terms; "
+               "the photos belong to their Flickr owners")
     CAPTION_FILE = "Flickr8k.token.txt"
     SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
                    "test": "Flickr_8k.testImages.txt"}

@@ -156,6 +156,8 @@ class Flickr30k(_KarpathyDataset):
     """
 
     name = "flickr30k"
+    license = ("Flickr30k (Young et al., 2014): non-commercial research use only; the photos belong to their "
+               "Flickr owners")
     JSON_NAME = "dataset_flickr30k.json"
     SPLITS = {"train": ("train", "restval"), "dev": ("val",), "test": ("test",)}
 
@@ -188,6 +190,7 @@ class Coco(_KarpathyDataset):
     """
 
     name = "coco"
+    license = ("MS-COCO: annotations CC BY 4.0; the images are under the Flickr terms of their owners")
     JSON_NAME = "dataset_coco.json"
 
     @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from vlcore.errors import WeightsError
+from vlcore.errors import ConfigError, ImageSizeError, WeightsError
 from vlcore.model import ImageEncoder
 
 from .weights import load_state_dict_file, load_strict, pretrained_mode
@@ -36,18 +36,31 @@ class ConvNet(ImageEncoder):
         #: 'instance': GroupNorm(width, width) as in the MTT code; 'batch': BatchNorm2d; 'none'
         norm: Literal["instance", "none", "batch"] = "instance"
 
+    @classmethod
+    def check_size(cls, config, image_size: int) -> None:
+        if config.depth < 1 or config.width < 1:
+            raise ConfigError(f"image encoder 'convnet': depth and width must be positive "
+                              f"(got depth={config.depth}, width={config.width}).")
+        if image_size // 2 ** config.depth < 1:
+            need = 2 ** config.depth
+            raise ImageSizeError(
+                f"image encoder 'convnet': image_size {image_size} is too small for depth {config.depth} "
+                f"(each block halves the size; at least {need} px is needed). Use a larger --image-size or "
+                f"--encoder-option depth={max(1, int(math.log2(max(image_size, 2))))}.")
+
+    @classmethod
+    def check_weights(cls, config) -> None:
+        mode = pretrained_mode(config.pretrained)
+        if mode == "hub":
+            raise WeightsError("image encoder 'convnet' has no hub weights: use pretrained=auto or none "
+                               "(random init) or pretrained=/path/to/state_dict.safetensors.")
+        if mode == "path" and not Path(config.pretrained).expanduser().is_file():
+            load_state_dict_file(config.pretrained)  # raises, saying what the option takes
+
     def __init__(self, config, image_size: int):
         super().__init__(config, image_size)
-        if config.depth < 1 or config.width < 1:
-            raise ValueError(f"image encoder 'convnet': depth and width must be positive "
-                             f"(got depth={config.depth}, width={config.width}).")
+        self.check_size(config, image_size)
         side = image_size // 2 ** config.depth
-        if side < 1:
-            need = 2 ** config.depth
-            raise ValueError(
-                f"image encoder 'convnet': image_size {image_size} is too small for depth {config.depth} "
-                f"(each block halves the size; at least {need} px is needed). Use a larger image size or "
-                f"--encoder-option depth={max(1, int(math.log2(max(image_size, 2))))}.")
         layers: list[nn.Module] = []
         c = 3
         for _ in range(config.depth):
@@ -60,11 +73,8 @@ class ConvNet(ImageEncoder):
             c = config.width
         self.layers = nn.Sequential(*layers)
         self.feature_dim = config.width * side * side
-        mode = pretrained_mode(config.pretrained)
-        if mode == "hub":
-            raise WeightsError("image encoder 'convnet' has no hub weights: use pretrained=auto or none "
-                               "(random init) or pretrained=/path/to/state_dict.safetensors.")
-        if mode == "path":
+        self.check_weights(config)
+        if pretrained_mode(config.pretrained) == "path":
             path = str(Path(config.pretrained).expanduser())
             sd = load_state_dict_file(path)
             if all(k.startswith("model.layers.") for k in sd):

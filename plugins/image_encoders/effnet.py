@@ -81,8 +81,9 @@ class EffNetLite0(TimmEncoder):
     class Config(TimmConfig):
         model: str = "tf_efficientnet_lite0"
 
-    def has_bundled(self) -> bool:
-        return self.model_name.split(".")[0] == "tf_efficientnet_lite0"
+    @classmethod
+    def has_bundled(cls, config) -> bool:
+        return cls.model_of(config).split(".")[0] == "tf_efficientnet_lite0"
 
     def load_bundled(self) -> None:
         path = efficientnet_lite0_file()

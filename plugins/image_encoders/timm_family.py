@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn as nn
 
-from vlcore.errors import WeightsError, suggest
+from vlcore.errors import ImageSizeError, WeightsError, suggest
 from vlcore.hub import hub_offline, hub_reachable
 from vlcore.model import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder
 
@@ -53,10 +53,10 @@ class TimmEncoder(ImageEncoder):
             arch = self.model_name.split(".")[0]
             raise ValueError(f"Unknown timm model '{self.model_name}' for image encoder "
                              f"'{self.name}'.{suggest(arch, timm.list_models())}")
-        self.check_image_size(image_size)
+        self.check_size(config, image_size)
         kwargs = self.create_kwargs(config, image_size)
         mode = pretrained_mode(config.pretrained)
-        if mode == "auto" and self.has_bundled():
+        if mode == "auto" and self.has_bundled(config):
             self.model = self._create(pretrained=False, **kwargs)
             self.load_bundled()
         elif mode in ("auto", "hub"):
@@ -87,13 +87,28 @@ class TimmEncoder(ImageEncoder):
             kw["drop_path_rate"] = float(config.drop_path)
         return kw
 
-    def check_image_size(self, image_size: int) -> None:
+    @classmethod
+    def model_of(cls, config) -> str:
+        return (config.model or cls.default_model).strip()
+
+    @classmethod
+    def check_size(cls, config, image_size: int) -> None:
         reduction = 32
         if image_size < reduction:
-            raise ValueError(f"image encoder '{self.name}' ({self.model_name}) downsamples by {reduction}: "
-                             f"image_size must be at least {reduction} (got {image_size}).")
+            raise ImageSizeError(f"image encoder '{cls.name}' ({cls.model_of(config)}) downsamples by {reduction}: "
+                                 f"image_size must be at least {reduction} (got {image_size}).")
 
-    def has_bundled(self) -> bool:
+    @classmethod
+    def check_weights(cls, config) -> None:
+        mode = pretrained_mode(config.pretrained)
+        if mode == "path":
+            if not Path(config.pretrained).expanduser().is_file():
+                load_state_dict_file(config.pretrained)  # raises, saying what the option takes
+        elif mode == "hub" or (mode == "auto" and not cls.has_bundled(config)):
+            cls.hub_weights(cls.model_of(config))
+
+    @classmethod
+    def has_bundled(cls, config) -> bool:
         return False
 
     def load_bundled(self) -> None:  # pragma: no cover - overridden where has_bundled()
@@ -117,35 +132,41 @@ class TimmEncoder(ImageEncoder):
     def _create(self, pretrained: bool, **kwargs) -> nn.Module:
         return _timm().create_model(self.model_name, pretrained=pretrained, **kwargs)
 
-    def _create_from_hub(self, kwargs: dict) -> nn.Module:
-        timm = _timm()
+    @classmethod
+    def hub_weights(cls, model_name: str) -> tuple[str, str | None]:
+        """(where the hub weights of ``model_name`` are, their file in the local cache or None when
+        they must be downloaded); WeightsError saying how to fix it when they cannot be had."""
+        _timm()
         from timm.models import get_pretrained_cfg
 
-        cfg = get_pretrained_cfg(self.model_name)
+        cfg = get_pretrained_cfg(model_name)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
         url = getattr(cfg, "url", None) if cfg is not None else None
         if not hub_id and not url:
             raise WeightsError(
-                f"timm has no pretrained weights for '{self.model_name}' (image encoder '{self.name}'). "
-                f"Pass --encoder-option pretrained=/path/to/weights.safetensors, or "
-                f"--encoder-option pretrained=none for a random initialisation.")
+                f"timm has no pretrained weights for '{model_name}' (image encoder '{cls.name}'). "
+                f"Pass --pretrained /path/to/weights.safetensors, or --pretrained none "
+                f"(--encoder-option pretrained=none) for a random initialisation.")
         cached = hf_cached_file(hub_id, getattr(cfg, "hf_hub_filename", None)) if hub_id else None
+        where = hub_id or url
+        if cached is not None:
+            return where, cached
+        why = ("Hugging Face hub access is off (HF_HUB_OFFLINE) and they are not in the local cache" if hub_offline()
+               else None if hub_reachable() else "no connection to the Hugging Face hub, and they are not in the "
+                                                 "local cache")
+        if why:
+            raise WeightsError(f"The pretrained weights for image encoder '{cls.name}' ({model_name}, {where}) "
+                               f"could not be downloaded: {why}. {offline_fix(model_name)}")
+        return where, None
+
+    def _create_from_hub(self, kwargs: dict) -> nn.Module:
+        timm = _timm()
+        where, cached = self.hub_weights(self.model_name)
         if cached is not None:
             model = timm.create_model(self.model_name, pretrained=True,
                                       pretrained_cfg_overlay={"file": cached}, **kwargs)
             self.weights_source = f"hub cache {cached}"
             return model
-        where = hub_id or url
-        if hub_offline():
-            raise WeightsError(
-                f"The pretrained weights for image encoder '{self.name}' ({self.model_name}, {where}) "
-                f"could not be downloaded: Hugging Face hub access is off (HF_HUB_OFFLINE) and they are "
-                f"not in the local cache. {offline_fix(self.model_name)}")
-        if not hub_reachable():
-            raise WeightsError(
-                f"The pretrained weights for image encoder '{self.name}' ({self.model_name}, {where}) "
-                f"could not be downloaded: no connection to the Hugging Face hub, and they are not in "
-                f"the local cache. {offline_fix(self.model_name)}")
         try:
             model = timm.create_model(self.model_name, pretrained=True, **kwargs)
         except Exception as exc:
@@ -208,12 +229,13 @@ class ViT(TimmEncoder):
         #: 'token': the class token (timm's default for this model); 'avg': mean of patch tokens
         pool: Literal["token", "avg"] = "token"
 
-    def check_image_size(self, image_size: int) -> None:
-        p = self.config.patch_size
+    @classmethod
+    def check_size(cls, config, image_size: int) -> None:
+        p = config.patch_size
         if p < 1:
-            raise ValueError(f"image encoder 'vit': patch_size must be positive (got {p}).")
+            raise ImageSizeError(f"image encoder 'vit': patch_size must be positive (got {p}).")
         if image_size < p or image_size % p:
-            raise ValueError(
+            raise ImageSizeError(
                 f"image encoder 'vit': image_size {image_size} must be a positive multiple of the patch "
                 f"size {p}. Choose e.g. --encoder-option patch_size="
                 f"{max([d for d in (4, 8, 16, 32) if image_size % d == 0 and d <= image_size], default=1)}.")

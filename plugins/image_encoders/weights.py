@@ -31,8 +31,9 @@ def pretrained_mode(value: str) -> str:
 def offline_fix(model_name: str, *, what: str = "timm checkpoint") -> str:
     return (f"To fix: run once with internet access so the Hugging Face cache holds them, or download "
             f"the {what} for '{model_name}' (model.safetensors or pytorch_model.bin) and pass "
-            f"--encoder-option pretrained=/path/to/file.safetensors (.pth/.bin also work), or pass "
-            f"--encoder-option pretrained=none for a random initialisation.")
+            f"--pretrained /path/to/file.safetensors (--encoder-option pretrained=/path/to/file.safetensors; "
+            f".pth/.bin also work), or pass --pretrained none (--encoder-option pretrained=none) for a random "
+            f"initialisation.")
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -45,3 +45,17 @@ def run_vl(*args: str, env: Mapping[str, str | None] | None = None, cwd: str | o
         raise AssertionError(f"`vl {' '.join(map(str, args))}` exited with {proc.returncode}\n"
                              f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
     return proc
+
+
+def invoke_vl(*args, ok: bool = True):
+    """Run ``vl ARGS`` in this process (click's CliRunner: fast, and plugins registered by the test
+    are seen); with ``ok``, a non-zero exit fails the test showing the output.  Returns click's
+    Result (``output``: stdout and stderr, ``stdout``: stdout only, ``exit_code``)."""
+    from click.testing import CliRunner
+
+    from vlcore.cli.main import cli
+
+    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, res.output
+    return res

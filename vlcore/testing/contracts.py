@@ -10,7 +10,7 @@ Every kind:
 
 * is a subclass of its base class (``vlcore.model.ImageEncoder``, ``vlcore.text.TextEncoder``,
   ``vlcore.data.Dataset``, ``vlcore.components.Selector`` / ``Distiller`` / ``Evaluator``,
-  ``vlcore.unroll.UnrollBackend``);
+  ``vlcore.unroll.UnrollBackend``, ``vlcore.loggers.Logger``);
 * sets its own lowercase ``name`` (``[a-z][a-z0-9_.-]*``) and its own docstring, whose first line
   is its help text;
 * has a nested ``Config``: a frozen dataclass whose every field has a default, built from no
@@ -51,6 +51,7 @@ from .host import contract_host, use_host
 
 __all__ = ["ContractError", "check_class", "check_config", "check_image_encoder", "check_text_encoder",
            "check_dataset", "check_selector", "check_distiller", "check_evaluator", "check_unroll_backend",
+           "check_logger",
            "check_component", "CHECKS", "selector_context"]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.\-]*$")
@@ -698,6 +699,47 @@ def check_unroll_backend(cls: type, options: dict | None = None, *, host=None, r
             _require(_close(out[0], ref[0]) and _close(out[1], ref[1]), label,
                      "lora model: forward with the model's own parameters differs from the model")
     return backend
+
+
+# ============================================================================= loggers
+def check_logger(cls: type, options: dict | None = None, *, workdir: str | Path | None = None) -> Any:
+    """A logger, ``start(run)``, ``log_scalars(step, scalars)``, ``log_image(step, tag, path)``,
+    ``finish()``:
+
+    * goes through a whole run (start, scalars at steps 1..3, a PNG figure, finish) without error,
+      writing only inside the run folder it is given;
+    * can start again on the same folder with ``resume=True`` (a resumed run) and finish again.
+
+    ``options`` configure it (e.g. ``{"mode": "offline"}`` for a tracking service).  Returns the
+    files it wrote, relative to the run folder.
+    """
+    from vlcore.loggers import LogRun
+
+    kind = "logger"
+    check_class(cls, kind)
+    label = _label(kind, cls)
+    cfg = check_config(cls, options, kind=kind)
+    with contextlib.ExitStack() as stack:
+        root = Path(workdir) if workdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        out = root / "run"
+        out.mkdir(parents=True, exist_ok=True)
+        png = out / "grid.png"
+        from PIL import Image
+
+        Image.new("RGB", (8, 6), (200, 30, 30)).save(png)
+        before = set(root.rglob("*"))
+        for resume in (False, True):
+            lg = cls(cfg)
+            with _step(label, f"running a {'resumed' if resume else 'new'} run in {out}"):
+                lg.start(LogRun(out=out, name="contract", config={"method": "test", "seed": 0}, resume=resume))
+                for step in (1, 2, 3):
+                    lg.log_scalars(step + 3 * resume, {"loss/total": 1.0 / step, "step_size/image": 0.01})
+                lg.log_image(3 + 3 * resume, "grid", png)
+                lg.finish()
+        written = sorted(str(p.relative_to(out)) for p in set(root.rglob("*")) - before if p.is_file())
+        outside = [str(p) for p in set(root.rglob("*")) - before if out not in p.parents and p != out]
+        _require(not outside, label, f"wrote outside the run folder it was given: {outside[:3]}")
+    return written
 
 
 # ============================================================================= dispatch
