@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from vlcore import hookimpl
 from vlcore.components import EvalContext, Evaluator
+from vlcore.config import MAX_LR, ranged
 from vlcore.errors import ConfigError
 from vlcore.metrics import aggregate, mean_curve, recall_curve, recall_from_ranks, retrieval_ranks
 from vlcore.pipeline import build_backbone, build_model, features_for
@@ -22,15 +23,15 @@ class RetrievalEvaluator(Evaluator):
 
     @dataclass(frozen=True)
     class Config(SGDConfig):
-        seeds: int = 3
+        seeds: int = ranged(3, 1)
         #: first seed; seeds are seed0, seed0+1, ...
         seed0: int = 0
         #: learning rate for both modalities; None: the pair set's learned step sizes, else default_lr
         lr: float | None = None
         #: chosen on Flickr8k dev with random coresets of 100 and 1000 pairs (benchmarks/RESULTS.md)
-        default_lr: float = 0.03
+        default_lr: float = ranged(0.03, 0, MAX_LR, lo_open=True)
         #: maximum K of the saved recall curve
-        curve_k: int = 50
+        curve_k: int = ranged(50, 1)
 
     def evaluate(self, ctx: EvalContext) -> dict:
         cfg = self.config

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .data import to_float
-from .errors import ConfigError
+from .config import MAX_LR, check_ranges, ranged
 from .losses import contrastive_loss, similarity_bce_loss
 from .model import DualEncoder
 from .pipeline import PairData
@@ -31,28 +31,19 @@ class SGDConfig:
     """Minibatch SGD of a dual encoder's trainable parameters."""
 
     #: passes over the training pairs
-    epochs: int = 50
+    epochs: int = ranged(50, 1)
     #: pairs per SGD step
-    batch_size: int = 64
+    batch_size: int = ranged(64, 2)
     #: SGD learning rate (both modalities)
-    lr: float = 0.1
+    lr: float = ranged(0.1, 0, MAX_LR, lo_open=True)
     #: SGD momentum
-    momentum: float = 0.9
+    momentum: float = ranged(0.9, 0, 1, hi_open=True)
     #: SGD weight decay (L2)
-    weight_decay: float = 5e-4
+    weight_decay: float = ranged(5e-4, 0, 1)
 
     def check(self, owner: str = "training") -> None:
-        """Raise ConfigError for values no training can use."""
-        if self.epochs < 1:
-            raise ConfigError(f"{owner}: epochs must be at least 1 (got {self.epochs}).")
-        if self.batch_size < 2:
-            raise ConfigError(f"{owner}: batch_size must be at least 2 (got {self.batch_size}).")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"{owner}: lr must be a positive number (got {self.lr}).")
-        if not (0 <= self.momentum < 1):
-            raise ConfigError(f"{owner}: momentum must be in [0, 1) (got {self.momentum}).")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(f"{owner}: weight_decay must be >= 0 (got {self.weight_decay}).")
+        """Raise ConfigError for values no training can use (outside the options' ranges)."""
+        check_ranges(self, owner)
 
 
 @dataclass(frozen=True)
