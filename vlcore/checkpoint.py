@@ -55,10 +55,11 @@ def save_state(state: "RunState", path: str | Path) -> None:
         opts[name] = meta
     tensors["rng.generator"] = state.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"format": FORMAT, "run_key": state.run_key, "iteration": state.iteration, "failures": state.failures,
+    meta = {"format": FORMAT, "run_key": state.run_key, "run_parts": state.run_parts, "iteration": state.iteration,
+            "failures": state.failures, "eval_pending": state.eval_pending,
             "history": state.history, "best": state.best, "info": state.info, "optimizers": opts}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"vlcore": json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={"vlcore": json.dumps(meta, sort_keys=True)})
 
 
 def read_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -73,20 +74,38 @@ def read_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         meta = json.loads(raw) if raw else None
     except Exception as exc:
         raise DataError(f"{path} is not a readable vlcore checkpoint ({type(exc).__name__}: {exc}); it is damaged "
-                        f"or was not written by vlcore. Start the run over into another --out folder.") from None
+                        f"or was not written by vlcore (nothing in it was run). Start over with --overwrite or another "
+                        f"--out.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{path} is not a vlcore checkpoint (format {FORMAT}). Start the run over into another "
-                        f"--out folder.")
+        raise DataError(f"{path} is not a vlcore checkpoint (format {FORMAT}). Start over with --overwrite or "
+                        f"another --out.")
     return meta, tensors
+
+
+#: what each part of a run key is, for the message when a checkpoint belongs to another run
+PARTS = {"config": "the distiller's settings", "spec": "the model", "buffer": "the expert buffer (its expert files)",
+         "seed": "the seed", "data": "the training data", "method": "the method"}
 
 
 def load_state(state: "RunState", path: str | Path) -> "RunState":
     """Fill the freshly set-up ``state`` (its learned tensors and optimisers built, which gives the
     names and shapes to expect) from the checkpoint at ``path``."""
     meta, tensors = read_state(path)
-    if meta["run_key"] != state.run_key:
-        raise DataError(f"{path} belongs to a run with other settings (config, buffer, model, data or seed); "
-                        f"resume with the same command, or choose another --out.")
+    if meta.get("run_key") != state.run_key:
+        saved = meta.get("run_parts") or {}
+        differ = [PARTS.get(k, k) for k, v in state.run_parts.items() if saved.get(k) != v] if saved else []
+        what = f": {', '.join(differ)} differ{'s' if len(differ) == 1 else ''}" if differ else ""
+        raise DataError(f"{path} belongs to a run with other settings (config, buffer, model, data or seed){what}. "
+                        f"Resume with the same command and inputs, or start over with --overwrite or another --out.")
+    try:
+        _fill(state, meta, tensors, path)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise DataError(f"{path} does not hold the state of this run ({type(exc).__name__}: {exc}); it is damaged or "
+                        f"from another version. Start over with --overwrite or another --out.") from None
+    return state
+
+
+def _fill(state: "RunState", meta: dict, tensors: dict[str, torch.Tensor], path) -> None:
     with torch.no_grad():
         for k, v in state.learned.items():
             saved = tensors.get(f"learned.{k}")
@@ -103,5 +122,16 @@ def load_state(state: "RunState", path: str | Path) -> "RunState":
     state.generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
     state.iteration, state.failures = int(meta["iteration"]), int(meta["failures"])
+    state.eval_pending = bool(meta.get("eval_pending", False))
     state.history, state.best, state.info = meta["history"], meta["best"], meta["info"]
-    return state
+
+def peek(path: str | Path) -> dict | None:
+    """The JSON part of the checkpoint at ``path`` (no tensors read), or None when it is unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("vlcore") or "null")
+    except Exception:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
