@@ -9,9 +9,9 @@ import click
 
 from .app import cli
 from .command import ComponentFlags, component_values, save_config
-from .common import BARS, dataset_info, ensure_out, load_split_data, warn_other_data
+from .common import BARS, claim_out, dataset_info, load_split_data, warn_other_data
 from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option, handle_errors,
-                      model_options, parse_kv, resolve_device, seed_option, spec_values)
+                      model_options, overwrite_option, parse_kv, resolve_device, seed_option, spec_values)
 
 
 @cli.command("coreset", component=ComponentFlags("--method", "method", "selector"))
@@ -26,10 +26,11 @@ from .options import (DatasetOptions, ModelOptions, component_option, dataset_op
 @click.option("--selector-option", "selector_opts", multiple=True, metavar="KEY=VALUE",
               help="Any selector option (repeatable), e.g. first=mean, expert=2, lr=0.05.")
 @seed_option
+@overwrite_option
 @click.option("--out", type=click.Path(), required=True, help="Output pair-set folder.")
 @device_option
 @handle_errors
-def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config, **kw):
+def coreset_cmd(method, budget, buffer, selector_opts, seed, overwrite, out, device, config, **kw):
     """Select --budget real image-caption pairs of the training split with a coreset method and
     save them as a pair set (evaluate it with `vl eval OUT`).
 
@@ -54,7 +55,8 @@ def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config
     batch 128, --epochs, seeded by --seed). --space raw uses the initial backbone features and
     the caption embeddings instead (meaningless for the randomly initialised convnet).
 
-    The output folder holds pairs.safetensors, captions.json, meta.json (method, full config, seed,
+    An OUT that already holds an artifact is refused unless --overwrite.  The output folder holds
+    pairs.safetensors, captions.json, meta.json (method, full config, seed,
     model spec, dataset, the selected (image file, caption index) pairs, versions) and grid.png.
     """
     from vlcore.components import SelectContext
@@ -73,13 +75,13 @@ def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config
     opts = {**component_values(ctx), **parse_kv(selector_opts, "--selector-option")}
     sel = host.create("selector", method, opts)  # unknown method or option: fail now, with a suggestion
     ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
+    folder = claim_out(out, "coreset", overwrite=overwrite, inputs=[buffer])
     buf = Buffer(buffer) if buffer else None
     spec = model_opts.spec(base=buf.spec if buf else None)
     src = (buf.index.get("dataset") or {}) if buf else {}
     ds = ds.inherit(src, default="embedded")
     if buf is not None:
         buf.check_compatible(spec, build_text_encoder(spec).dim)
-    out = ensure_out(out)
     train = load_split_data(ds, "train", spec)
     info = dataset_info(ds, train)
     warn_other_data(src, info)
@@ -89,6 +91,7 @@ def coreset_cmd(method, budget, buffer, selector_opts, seed, out, device, config
     ps = run_selector(sel, run)
     seconds = time.time() - t0
     ps.meta["seconds"] = round(seconds, 2)
+    folder.prepare()
     ps.save(out)
     save_config(ctx, out, {**spec_values(spec), **asdict(sel.config)})
     n_img = len({i for i, _ in ps.source_ids}) if ps.source_ids else len(ps)

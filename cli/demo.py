@@ -11,6 +11,7 @@ from vlcore.experiment import load, override
 
 from .app import cli
 from .options import device_option, handle_errors
+from .common import claim_out
 from .run import report, run_experiment
 
 
@@ -37,6 +38,7 @@ def demo_cmd(out, pairs, iterations, seed, device, config):
     if iterations is not None:
         override(exp, f"distilled.iterations={iterations}")
     out = Path(out)
+    claim_out(out, "demo", resume=True).prepare()
     t0 = time.time()
     results = run_experiment(exp, out, device=device)
     labels = {"eval-random": f"random {pairs}", "eval-distilled": f"bitraj {pairs}"}

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from vlcore.errors import VLError
+from vlcore.errors import ConfigError
 
 from .app import cli
 from .command import ComponentFlags, component_values, save_config
-from .common import BARS, dataset_info, load_split_data, warn_other_data
+from .common import BARS, claim_out, dataset_info, load_split_data, warn_other_data
 from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option, handle_errors,
-                      model_options, parse_kv, resolve_device, seed_option, spec_values)
+                      model_options, overwrite_option, parse_kv, resolve_device, seed_option, spec_values)
 
 
 @cli.command("distill", component=ComponentFlags("--distiller", "distiller", "distiller", "bitraj"))
@@ -28,16 +28,21 @@ from .options import (DatasetOptions, ModelOptions, component_option, dataset_op
 @click.option("--distiller-option", "distiller_opts", multiple=True, metavar="KEY=VALUE",
               help="Any distiller option (repeatable).")
 @seed_option
-@click.option("--resume", is_flag=True, help="Continue an interrupted (or extend a finished) run from OUT.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted (or extend the finished) distillation in OUT from its checkpoint.")
+@overwrite_option
 @click.option("--out", type=click.Path(), required=True, help="Output pair-set folder.")
 @device_option
 @handle_errors
-def distill_cmd(distiller, buffer, eval_split, eval_seeds, no_eval, distiller_opts, seed, resume, out, device,
-                config, **kw):
+def distill_cmd(distiller, buffer, eval_split, eval_seeds, no_eval, distiller_opts, seed, resume, overwrite, out,
+                device, config, **kw):
     """Distil a small synthetic pair set by matching expert trajectories.
 
     The encoder, text encoder, image size and dataset default to the buffer's.  The options of
     the chosen --distiller follow as flags (`vl distill --distiller NAME --help` lists them).
+
+    An OUT that holds a distillation is continued with --resume (Ctrl-C and SIGTERM write a
+    checkpoint first) or replaced with --overwrite; anything else there is refused.
     """
     from vlcore.components import DistillContext
     from vlcore.pipeline import build_text_encoder
@@ -50,11 +55,13 @@ def distill_cmd(distiller, buffer, eval_split, eval_seeds, no_eval, distiller_op
     device = resolve_device(device)
     host = get_host()
     if eval_split == "test":
-        raise VLError("--eval-split test would select on the test split; use dev (report test once, with vl eval).")
-    dist = host.create("distiller", distiller, opts)  # unknown or mistyped options fail before any data work
+        raise ConfigError("--eval-split test would select on the test split; use dev (report test once, with "
+                          "vl eval).")
+    dist = host.create("distiller", distiller, opts)  # unknown, mistyped or out-of-range options fail now
     unroll = getattr(dist.config, "unroll", None)
     if unroll is not None:
         host.get("unroll_backend", unroll)
+    folder = claim_out(out, "distill", resume=resume, overwrite=overwrite, inputs=[buffer])
     buf = Buffer(buffer)
     spec = model_opts.spec(base=buf.spec)
     buf.check_compatible(spec, build_text_encoder(spec).dim)
@@ -64,8 +71,9 @@ def distill_cmd(distiller, buffer, eval_split, eval_seeds, no_eval, distiller_op
     info = dataset_info(ds, train)
     warn_other_data(src, info)
     eval_data = None if no_eval else load_split_data(ds, eval_split, spec)
+    folder.prepare()
     run = DistillContext(spec=spec, buffer=buf, train=train, out=Path(out), eval_data=eval_data, dataset_info=info,
-                         device=device, seed=seed, resume=resume, host=host, progress=BARS,
+                         device=device, seed=seed, resume=folder.resuming, host=host, progress=BARS,
                          eval_options={"seeds": eval_seeds})
     t0 = time.time()
     ps = dist.distill(run)

@@ -9,9 +9,9 @@ from vlcore.trajectories import ExpertConfig
 
 from .app import cli
 from .command import dataclass_options, given, save_config
-from .common import BARS, dataset_info, load_split_data
+from .common import BARS, claim_out, dataset_info, load_split_data
 from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, handle_errors, model_options,
-                      resolve_device, spec_values)
+                      overwrite_option, resolve_device, spec_values)
 
 
 @cli.command("experts")
@@ -20,11 +20,18 @@ from .options import (DatasetOptions, ModelOptions, dataset_options, device_opti
 @dataclass_options(ExpertConfig)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train experts in parallel processes.")
-@click.option("--out", "out", type=click.Path(), required=True, help="Buffer folder (resumes if it exists).")
+@click.option("--resume", is_flag=True,
+              help="Continue the buffer in OUT: train the experts it lacks (its settings must match).")
+@overwrite_option
+@click.option("--out", "out", type=click.Path(), required=True, help="Buffer folder.")
 @device_option
 @handle_errors
-def experts_cmd(workers, out, device, config, **kw):
-    """Train expert trajectories on the full training split (resumable)."""
+def experts_cmd(workers, resume, overwrite, out, device, config, **kw):
+    """Train expert trajectories on the full training split.
+
+    Resumable: after an interrupt (Ctrl-C, SIGTERM, kill), the same command with --resume trains
+    only the experts that are missing; --overwrite replaces the buffer in OUT instead.
+    """
     from vlcore.trajectories import train_experts
 
     ctx = click.get_current_context()
@@ -33,7 +40,9 @@ def experts_cmd(workers, out, device, config, **kw):
     spec = model_opts.spec()
     cfg = ExpertConfig(**given(ctx, kw, ExpertConfig)).resolved(spec)
     cfg.check("vl experts")
+    folder = claim_out(out, "experts", resume=resume, overwrite=overwrite)
     data = load_split_data(ds, "train", spec)
+    folder.prepare()
     t0 = time.time()
     buf = train_experts(spec, data, cfg, out, dataset_info=dataset_info(ds, data), device=device, workers=workers,
                         progress=BARS)
