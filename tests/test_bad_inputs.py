@@ -362,3 +362,14 @@ def test_non_utf8_caption_warns_with_file_and_line(tmp_path, caplog):
     assert split.captions[1] == ["A caf\ufffd by the sea ."]
     msg = " ".join(caplog.text.split())
     assert "Flickr8k.token.txt" in msg and "line 2" in msg and "UTF-8" in msg and "iconv" in msg
+
+
+def test_non_utf8_karpathy_json_is_refused_with_the_fix(tmp_path):
+    from vlcore.errors import DataError
+    from vlcore.pipeline import build_dataset
+
+    (tmp_path / "dataset_flickr30k.json").write_bytes(
+        b'{"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "caf\xe9"}]}]}')
+    with pytest.raises(DataError, match="dataset_flickr30k.json is not valid UTF-8") as err:
+        build_dataset("flickr30k", str(tmp_path)).split("train")
+    assert "convert it to UTF-8" in str(err.value)
