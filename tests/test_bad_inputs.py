@@ -373,3 +373,17 @@ def test_non_utf8_karpathy_json_is_refused_with_the_fix(tmp_path):
     with pytest.raises(DataError, match="dataset_flickr30k.json is not valid UTF-8") as err:
         build_dataset("flickr30k", str(tmp_path)).split("train")
     assert "convert it to UTF-8" in str(err.value)
+
+
+def test_eval_that_diverges_says_why_not_lower_the_learning_rate(made, tmp_path):
+    from vlcore.pairset import PairSet
+
+    ps = PairSet.load(made / "core")
+    ps.lr_img = ps.lr_txt = 1e30  # in range (positive, finite): a set whose step sizes make training diverge
+    ps.save(tmp_path / "ps")
+    before = tree(tmp_path)
+    res = vl("eval", tmp_path / "ps", "--seeds", 1, "--epochs", 1)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "diverged" in text and "--lr 0.03" in text and "lower the learning rate" not in text.lower()
+    assert tree(tmp_path) == before

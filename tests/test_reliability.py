@@ -466,3 +466,12 @@ def test_an_occupied_folder_is_never_the_input(tmp_path):
     (tmp_path / "ps").mkdir()
     with pytest.raises(OutputError, match="an input of this command"):
         OutputFolder(tmp_path, "eval", inputs=[tmp_path / "ps"]).__enter__()
+
+
+def test_an_exploded_model_scores_nothing():
+    """NaN similarities (weights that exploded) count against the model: no perfect recall."""
+    from vlcore.metrics import recall_from_ranks, retrieval_ranks
+
+    img, txt = torch.full((4, 8), float("nan")), torch.full((8, 8), float("nan"))
+    m = recall_from_ranks(*retrieval_ranks(img, txt, torch.arange(4).repeat_interleave(2)))
+    assert m["tr_r1"] == 0 and m["ir_r1"] == 0

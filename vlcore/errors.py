@@ -45,6 +45,14 @@ class WeightsError(VLError):
     """Pretrained weights could not be obtained."""
 
 
+class DivergedError(VLError):
+    """Training a model diverged: its loss became ``loss`` (non-finite) at epoch ``epoch``."""
+
+    def __init__(self, message: str, *, loss: float | None = None, epoch: int | None = None):
+        super().__init__(message)
+        self.loss, self.epoch = loss, epoch
+
+
 class IncompatibleError(VLError):
     """Two artifacts (a buffer, a pair set, an encoder) do not fit together."""
 

@@ -29,7 +29,7 @@ from .components import DistillContext, Distiller
 from .config import MAX_LR, check_ranges, ranged
 from .coreset import source_ids
 from .data import to_float
-from .errors import ConfigError, IncompatibleError, VLError
+from .errors import ConfigError, DivergedError, IncompatibleError, VLError
 from .evaluate import evaluate_pairs
 from .io import fingerprint, versions
 from .losses import contrastive_loss
@@ -361,8 +361,12 @@ class TrajectoryMatching(Distiller):
         if ctx.eval_data is None:
             return None
         opts = {"seeds": 1, "epochs": 30, **ctx.eval_options}
-        return evaluate_pairs(self.snapshot(ctx, state), ctx.eval_data, ctx.spec, options=opts, device=ctx.device,
-                              host=ctx.host)
+        try:
+            return evaluate_pairs(self.snapshot(ctx, state), ctx.eval_data, ctx.spec, options=opts,
+                                  device=ctx.device, host=ctx.host)
+        except DivergedError as exc:  # the run goes on; this evaluation is not recorded
+            log.warning("dev evaluation after iteration %d skipped: %s", state.iteration, exc)
+            return None
 
     def snapshot(self, ctx: DistillContext, state: RunState) -> PairSet:
         L = state.learned

@@ -18,6 +18,7 @@ import torch
 
 from .data import to_float
 from .config import MAX_LR, check_ranges, ranged
+from .errors import DivergedError
 from .losses import contrastive_loss, similarity_bce_loss
 from .model import DualEncoder
 from .pipeline import PairData
@@ -119,11 +120,17 @@ def train_model(model: DualEncoder, data: PairData, cfg: SGDConfig, *, seed: int
                 if on_batch:
                     on_batch(idx, img_emb.detach(), txt_emb.detach())
                 if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"the training loss became {loss.item()} at epoch {epoch} "
-                                             f"(learning rates {li:g} / {lt:g})")
+                    raise DivergedError(f"{desc}: the training loss became {loss.item()} at epoch {epoch} with "
+                                        f"learning rates {li:g} (image) / {lt:g} (text). Lower the learning rate "
+                                        f"(--lr).", loss=loss.item(), epoch=epoch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            bad = [n for n, p in model.trainable_named().items() if not bool(torch.isfinite(p).all())]
+            if bad:
+                raise DivergedError(f"{desc}: parameters became non-finite ({', '.join(bad[:3])}) in epoch {epoch} "
+                                    f"with learning rates {li:g} (image) / {lt:g} (text). Lower the learning rate "
+                                    f"(--lr).", loss=float("nan"), epoch=epoch)
             if on_epoch:
                 on_epoch(epoch, model)
             task.update(1)
