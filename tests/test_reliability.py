@@ -475,3 +475,11 @@ def test_an_exploded_model_scores_nothing():
     img, txt = torch.full((4, 8), float("nan")), torch.full((8, 8), float("nan"))
     m = recall_from_ranks(*retrieval_ranks(img, txt, torch.arange(4).repeat_interleave(2)))
     assert m["tr_r1"] == 0 and m["ir_r1"] == 0
+
+
+def test_a_folder_named_demo_does_not_hide_the_embedded_recipe(tmp_path, monkeypatch):
+    from vlcore.experiment import resolve_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. the --out of an earlier `vl run demo --out demo`
+    assert resolve_path("demo").is_file() and resolve_path("demo").name == "demo.toml"
