@@ -27,7 +27,7 @@ import torch
 
 from .config import ranged
 from .errors import DataError, IncompatibleError
-from .interrupt import sigterm_as_interrupt
+from .interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 from .io import atomic_path, fingerprint, read_json, sha256_file, versions, write_json
 from .model import DualEncoder, ModelSpec
 from .pipeline import PairData, build_model, features_for
@@ -136,9 +136,12 @@ def train_one_expert(spec: ModelSpec, data: PairData, cfg: ExpertConfig, index: 
 def _worker(args):
     spec_d, data, cfg_d, index, path, features, device, threads = args
     torch.set_num_threads(threads)
-    with sigterm_as_interrupt():  # a terminated worker removes its temporary file
-        train_one_expert(ModelSpec.from_dict(spec_d), data, ExpertConfig(**cfg_d), index, Path(path), features,
-                         device)
+    try:
+        with sigterm_as_interrupt():  # a terminated worker removes its temporary file...
+            train_one_expert(ModelSpec.from_dict(spec_d), data, ExpertConfig(**cfg_d), index, Path(path), features,
+                             device)
+    except KeyboardInterrupt as exc:  # ...and stops (the pool would go on with the next queued expert)
+        os._exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     return index
 
 
@@ -315,9 +318,10 @@ def _train_parallel(spec, data, cfg, out: Path, todo: list[int], features, devic
             for fut in as_completed([ex.submit(_worker, j) for j in jobs]):
                 done(fut.result())
         except BaseException:
+            procs = list((getattr(ex, "_processes", None) or {}).values())  # shutdown() forgets them
             ex.shutdown(wait=False, cancel_futures=True)
-            for proc in list((getattr(ex, "_processes", None) or {}).values()):
-                proc.terminate()  # SIGTERM: each worker removes its temporary file (see _worker)
+            for proc in procs:
+                proc.terminate()  # SIGTERM: each worker removes its temporary file and exits (see _worker)
             raise
 
 
