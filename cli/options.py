@@ -319,11 +319,6 @@ def handle_errors(f):
     return wrapper
 
 
-def resume_option(what: str):
-    return click.option("--resume", is_flag=True, help=f"Continue the {what} in OUT (refused when OUT holds "
-                                                        f"anything else).")
-
-
 def overwrite_option(f):
     return click.option("--overwrite", is_flag=True,
                         help="Replace the artifact OUT holds (its files are deleted when this command starts "
