@@ -191,15 +191,15 @@ class OutputFolder:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the lock
-            self._fd = None
-        for d in reversed(self._created):
+        for d in reversed(self._created):  # while the lock is still held
             try:
                 d.rmdir()  # only when still empty: the command wrote nothing
             except OSError:
                 break
         self._created = []
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
     def _where(self) -> str:
         return f"{self.flag} {self.path}"
@@ -248,11 +248,14 @@ class OutputFolder:
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             self._created = []  # the other command uses it: never remove it
             raise BusyError(f"Another vl command is writing {self.path} (it holds the folder's lock). Wait for it "
                             f"to finish, or choose another {self.flag}.") from None
+        except OSError as exc:  # a file system without locks (some network mounts): go on unlocked
+            log.warning("cannot lock %s (%s); a second command writing there at the same time would not be "
+                        "stopped", self.path, exc.strerror or exc)
         self._fd = fd
 
     def _check_contents(self) -> None:
