@@ -25,14 +25,18 @@ METHODS = ["random", "herding", "kcenter", "forgetting"]
 KEYS = ["tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10"]
 
 
-def vl(args: list[str], log: dict, key: str, out: Path, done: Path) -> None:
-    """Run `vl ARGS` unless ``done`` exists; record the command and its wall time."""
+def vl(args: list[str], log: dict, key: str, out: Path, done: Path, again: str = "--overwrite") -> None:
+    """Run `vl ARGS` unless ``done`` exists; record the command and its wall time.  An ``out`` left by
+    an interrupted run is continued (``again="--resume"``: experts, distill) or replaced (the others):
+    a `vl` command refuses an occupied folder unless told which."""
     cmd = ["vl", *args]
     shown = " ".join(shlex.quote(a) for a in cmd).replace(str(ROOT) + "/", "").replace(
         str(ROOT.parent / "shared"), "../shared")
     if done.exists() and key in log:
         log[key]["command"] = shown
         return
+    if out.is_dir() and any(out.iterdir()):
+        cmd.append(again)  # not in the recorded command: the settings are the same
     print(f"$ {shown}", flush=True)
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL if "--json" not in args else None)
@@ -63,7 +67,7 @@ def main():
     # experts and distillation
     buf = RUNS / "f8k-buffer"
     vl(["experts", *data, *MODEL, "--num-experts", "10", "--epochs", "4", "--out", str(buf)], log, "experts", buf,
-       buf / "expert_009.safetensors")
+       buf / "expert_009.safetensors", again="--resume")
     save()
     sets = []
     for n in (100, 200):
@@ -71,7 +75,7 @@ def main():
         vl(["distill", "--distiller", "bitraj", "--buffer", str(buf), "--pairs", str(n), "--iterations",
             str(args.iterations), "--syn-steps", "8", "--expert-epochs", "1", "--max-start-epoch", "2",
             "--lr-images", "100", "--lr-text", "100", "--lr-lr", "0.01", "--eval-every", "50", "--seed", "0",
-            "--out", str(out)], log, f"bitraj-{n}", out, out / "dev_recall.png")
+            "--out", str(out)], log, f"bitraj-{n}", out, out / "dev_recall.png", again="--resume")
         save()
         sets.append((f"bitraj-{n}", "bitraj", n, out))
     # coresets: herding and k-center in the joint space of the buffer's expert; forgetting trains its own model
@@ -87,7 +91,8 @@ def main():
     results = {}
     for key, method, n, out in sets:
         ev = out / "eval-dev" / "metrics.json"
-        vl(["eval", str(out), "--split", "dev", "--seeds", str(args.seeds), "--json"], log, f"eval-{key}", out, ev)
+        vl(["eval", str(out), "--split", "dev", "--seeds", str(args.seeds), "--json"], log, f"eval-{key}", ev.parent,
+           ev)
         save()
         results[key] = json.loads(ev.read_text())
     for name in ("full-effnet", "full-convnet"):

@@ -171,8 +171,31 @@ def _field_option(info, name: str, flag: str, old: tuple[str, ...]) -> click.Opt
         return DerivedOption([f"{flag}/--no-{flag[2:]}", *[f"{a}/--no-{a[2:]}" for a in old], name], **kw)
     if origin is typing.Literal:
         return DerivedOption([flag, *old, name], type=click.Choice([str(a) for a in args]), **kw)
-    ctype = {int: click.INT, float: click.FLOAT}.get(tp, click.STRING)
-    return DerivedOption([flag, *old, name], type=ctype, metavar=ctype.name.upper(), **kw)
+    if tp in (int, float):
+        ctype = Number(tp, info.range)
+        if info.range is not None:
+            kw["help"] = f"{help_} [range: {info.range}]".strip()
+        return DerivedOption([flag, *old, name], type=ctype, metavar=ctype.name.upper(), **kw)
+    return DerivedOption([flag, *old, name], type=click.STRING, metavar="STRING", **kw)
+
+
+class Number(click.ParamType):
+    """An int or float flag that accepts only finite values in its option's range (checked when the
+    command line is parsed, before any work: a usage error, exit code 2)."""
+
+    def __init__(self, tp: type, range_=None):
+        from vlcore.config import FINITE
+
+        self.tp, self.range = tp, range_ or FINITE
+        self.name = "integer" if tp is int else "float"
+
+    def convert(self, value, param, ctx):
+        base = click.INT if self.tp is int else click.FLOAT
+        v = base.convert(value, param, ctx)
+        why = self.range.problem(v)
+        if why:
+            self.fail(why, param, ctx)
+        return v
 
 
 class VLHelpFormatter(click.HelpFormatter):

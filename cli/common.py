@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from vlcore.errors import VLError
 from vlcore.io import fingerprint
 from vlcore.metrics import KEYS
 from vlcore.model import ModelSpec
@@ -129,8 +128,10 @@ def emit(metrics: dict, as_json: bool, label: str) -> None:
         click.echo(LEGEND)
 
 
-def ensure_out(path) -> Path:
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise VLError(f"--out {p} exists and is not a folder.")
-    return p
+def claim_out(out, command: str, *, resume: bool = False, overwrite: bool = False, inputs=()):
+    """Claim the output folder of this command (:class:`vlcore.outdir.OutputFolder`: checked, created,
+    locked until the command ends); call ``.prepare()`` on the result right before writing."""
+    from vlcore.outdir import OutputFolder
+
+    return click.get_current_context().with_resource(
+        OutputFolder(out, command, resume=resume, overwrite=overwrite, inputs=inputs))

@@ -12,9 +12,9 @@ from .app import cli
 from vlcore.train import SGDConfig
 
 from .command import ComponentFlags, component_values, option, save_config
-from .common import BARS, dataset_info, default_out, ensure_out, load_split_data, picked_defaults, warn_other_data
+from .common import BARS, claim_out, dataset_info, default_out, load_split_data, picked_defaults, warn_other_data
 from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option, handle_errors,
-                      model_options, parse_kv, resolve_device, seed_option, spec_values)
+                      model_options, overwrite_option, parse_kv, resolve_device, seed_option, spec_values)
 
 
 #: the fields of a selector's Config that configure the model it trains (its proxy model): their
@@ -35,11 +35,12 @@ PROXY_FIELDS = frozenset(f.name for f in dataclasses.fields(SGDConfig))
 @click.option("--selector-option", "selector_opts", multiple=True, metavar="KEY=VALUE",
               help="Any selector option (repeatable), e.g. first=mean, expert=2, lr=0.05.")
 @seed_option
+@overwrite_option
 @click.option("--out", type=click.Path(), default=None, show_default="runs/METHOD-ENCODER-PAIRS",
               help="Output pair-set folder (printed at the start and the end).")
 @device_option
 @handle_errors
-def coreset_cmd(method, pairs, buffer, selector_opts, seed, out, device, config, **kw):
+def coreset_cmd(method, pairs, buffer, selector_opts, seed, overwrite, out, device, config, **kw):
     """Select --pairs real image-caption pairs (100 by default) of the training split with a coreset
     method and save them as a pair set (evaluate it with `vl eval OUT`).  `vl coreset --method
     herding` runs as typed, on the default model and dataset of `vl distill` and `vl demo`.
@@ -65,7 +66,8 @@ def coreset_cmd(method, pairs, buffer, selector_opts, seed, out, device, config,
     batch 128, --proxy-epochs, seeded by --seed). --space raw uses the initial backbone features and
     the caption embeddings instead (meaningless for the randomly initialised convnet).
 
-    The output folder holds pairs.safetensors, captions.json, meta.json (method, full config, seed,
+    An OUT that already holds an artifact is refused unless --overwrite.  The output folder holds
+    pairs.safetensors, captions.json, meta.json (method, full config, seed,
     model spec, dataset, the selected (image file, caption index) pairs, versions) and grid.png.
     """
     from vlcore.components import SelectContext
@@ -90,7 +92,8 @@ def coreset_cmd(method, pairs, buffer, selector_opts, seed, out, device, config,
     ds = ds.inherit(src, default="embedded")
     if buf is not None:
         buf.check_compatible(spec, build_text_encoder(spec).dim)
-    out = ensure_out(out or default_out(sel.name, spec.encoder, pairs))
+    out = Path(out or default_out(sel.name, spec.encoder, pairs))
+    folder = claim_out(out, "coreset", overwrite=overwrite, inputs=[buffer])
     picked = picked_defaults(ctx, {"dataset": ds.dataset, "encoder": spec.encoder,
                                    "text_encoder": spec.text_encoder, "image_size": spec.image_size,
                                    "trainable": spec.trainable, "pairs": pairs, "seed": seed, "out": out,
@@ -106,6 +109,7 @@ def coreset_cmd(method, pairs, buffer, selector_opts, seed, out, device, config,
     seconds = time.time() - t0
     ps.meta["seconds"] = round(seconds, 2)
     ps.meta["defaults"] = {k: str(v) for k, v in picked.items()}
+    folder.prepare()
     ps.save(out)
     save_config(ctx, out, {**spec_values(spec), **asdict(sel.config), "dataset": ds.dataset})
     n_img = len({i for i, _ in ps.source_ids}) if ps.source_ids else len(ps)

@@ -12,6 +12,7 @@ from vlcore.experiment import load, override
 from .app import cli
 from .common import LEGEND
 from .options import device_option, handle_errors
+from .common import claim_out
 from .run import report, run_experiment
 
 
@@ -42,6 +43,7 @@ def demo_cmd(out, pairs, iterations, seed, log, device, config):
     if log:
         exp.stage("distilled").settings["log"] = [log]
     out = Path(out)
+    claim_out(out, "demo", resume=True).prepare()
     t0 = time.time()
     results = run_experiment(exp, out, device=device)
     labels = {"eval-random": f"random {pairs}", "eval-distilled": f"bitraj {pairs}"}

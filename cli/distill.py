@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
-from vlcore.errors import VLError
+from vlcore.errors import ConfigError
 
 from .app import cli
 from .command import ComponentFlags, component_values, option, save_config, was_given
-from .common import BARS, dataset_info, default_out, ensure_out, load_split_data, picked_defaults, warn_other_data
+from .common import BARS, dataset_info, claim_out, default_out, load_split_data, picked_defaults, warn_other_data
 from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option,
-                      eval_split_option, handle_errors, log_options, loggers_from, model_options, parse_kv,
+                      eval_split_option, handle_errors, log_options, loggers_from, model_options, overwrite_option,
+                      parse_kv,
                       resolve_device, seed_option, spec_values)
 
 
@@ -38,13 +40,15 @@ from .options import (DatasetOptions, ModelOptions, component_option, dataset_op
               help="Any distiller option (repeatable).")
 @seed_option
 @log_options
-@click.option("--resume", is_flag=True, help="Continue an interrupted (or extend a finished) run from OUT.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted (or extend the finished) distillation in OUT from its checkpoint.")
+@overwrite_option
 @click.option("--out", type=click.Path(), default=None, show_default="runs/DISTILLER-ENCODER-PAIRS",
               help="Output pair-set folder (printed at the start and the end).")
 @device_option
 @handle_errors
 def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_seeds, eval_epochs, no_eval,
-                distiller_opts, seed, log, log_opts, resume, out, device, config, **kw):
+                distiller_opts, seed, log, log_opts, resume, overwrite, out, device, config, **kw):
     """Distil a small synthetic pair set by matching expert trajectories.
 
     `vl distill --distiller bitraj --encoder nfnet` runs as typed: without --buffer, Stage 1 (the
@@ -52,6 +56,9 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
     dataset default to the buffer's.  Every default picked is printed before any work and recorded
     in meta.json.  The options of the chosen --distiller follow as flags (`vl distill --distiller
     NAME --help` lists them).
+
+    An OUT that holds a distillation is continued with --resume (Ctrl-C and SIGTERM write a
+    checkpoint first) or replaced with --overwrite; anything else there is refused.
     """
     from vlcore.components import DistillContext
     from vlcore.pipeline import build_text_encoder
@@ -64,7 +71,8 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
     device = resolve_device(device)
     host = get_host()
     if eval_split == "test":
-        raise VLError("--eval-split test would select on the test split; use dev (report test once, with vl eval).")
+        raise ConfigError("--eval-split test would select on the test split; use dev (report test once, with "
+                          "vl eval).")
     dist = host.create("distiller", distiller, opts)  # unknown, mistyped or bad options fail before any data work
     unroll = getattr(dist.config, "unroll", None)
     if unroll is not None:
@@ -81,7 +89,8 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
     src = (buf.index.get("dataset") or {}) if buf else {}
     ds = ds.inherit(src, default="embedded")
     pairs = getattr(dist.config, "pairs", None)
-    out = ensure_out(out or default_out(dist.name, spec.encoder, pairs))
+    out = Path(out or default_out(dist.name, spec.encoder, pairs))
+    folder = claim_out(out, "distill", resume=resume, overwrite=overwrite, inputs=[buffer])
     experts = None
     if buf is None:
         from vlcore.trajectories import ExpertConfig
@@ -108,8 +117,9 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
         buf = train_experts(spec, train, experts, out / "buffer", dataset_info=info, device=device, progress=BARS)
     warn_other_data(src, info)
     eval_data = None if no_eval else load_split_data(ds, eval_split, spec)
+    folder.prepare()
     run = DistillContext(spec=spec, buffer=buf, train=train, out=out, eval_data=eval_data, dataset_info=info,
-                         device=device, seed=seed, resume=resume, host=host, progress=BARS,
+                         device=device, seed=seed, resume=folder.resuming, host=host, progress=BARS,
                          eval_options={"seeds": eval_seeds, "epochs": eval_epochs}, loggers=loggers,
                          meta={"defaults": {k: str(v) for k, v in picked.items()}, "run_name": out.name})
     t0 = time.time()

@@ -14,10 +14,10 @@ from vlcore.registry import get_host
 
 from .app import cli
 from .command import ComponentFlags, component_values, save_config
-from .common import BARS, emit, ensure_out, load_split_data, metric_keys_json
+from .common import BARS, claim_out, emit, load_split_data, metric_keys_json
 from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option,
-                      eval_split_option, handle_errors, json_option, model_options, parse_kv, resolve_device,
-                      spec_values)
+                      eval_split_option, handle_errors, json_option, model_options, overwrite_option, parse_kv,
+                      resolve_device, spec_values)
 
 
 @cli.command("eval", component=ComponentFlags("--evaluator", "evaluator", "evaluator", "retrieval", prefix="eval"))
@@ -29,16 +29,19 @@ from .options import (DatasetOptions, ModelOptions, component_option, dataset_op
 @click.option("--eval-option", "eval_opts", multiple=True, metavar="KEY=VALUE",
               help="Any evaluator option (repeatable).")
 @click.option("--out", type=click.Path(), default=None, show_default="PAIRSET/eval-SPLIT", help="Output folder.")
+@overwrite_option
 @device_option
 @json_option
 @handle_errors
-def eval_cmd(pairset, split, evaluator, eval_opts, out, device, as_json, config, **kw):
+def eval_cmd(pairset, split, evaluator, eval_opts, out, overwrite, device, as_json, config, **kw):
     """Train fresh models on PAIRSET (distilled or coreset, or its `vl export --format hf` folder)
     and report retrieval on --eval-split.
 
     Model, dataset and data folder default to those recorded in the pair set; a distilled set's
     learned step sizes (and a LoRS set's learned similarity) are used for training.  The
-    evaluator's options are --eval-seeds, --eval-epochs, --eval-lr, ...
+    evaluator's options are --eval-seeds, --eval-epochs, --eval-lr, ...  A set that is damaged or
+    outside the documented value ranges (non-finite values, exploded pixels) is refused; warnings
+    its distillation recorded are repeated.
     """
     from vlcore.evaluate import evaluate_pairs
     from vlcore.pairset import PairSet
@@ -48,7 +51,11 @@ def eval_cmd(pairset, split, evaluator, eval_opts, out, device, as_json, config,
     opts = {**component_values(ctx), **parse_kv(eval_opts, "--eval-option")}
     ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
     device = resolve_device(device)
+    out = Path(out) if out else Path(pairset) / f"eval-{split}"
+    folder = claim_out(out, "eval", overwrite=overwrite, inputs=[pairset])
     ps = PairSet.load(pairset)
+    for w in ps.meta.get("warnings") or []:
+        click.echo(f"warning: the distillation that made {pairset} reported: {w}", err=True)
     spec = model_opts.spec(base=ModelSpec.from_dict(ps.meta.get("spec") or {}))
     ds = ds.inherit(ps.meta.get("dataset") or {})
     if not ds.dataset:
@@ -57,8 +64,7 @@ def eval_cmd(pairset, split, evaluator, eval_opts, out, device, as_json, config,
     evald = load_split_data(ds, split, spec)
     t0 = time.time()
     m = evaluate_pairs(ps, evald, spec, evaluator=evaluator, options=opts, device=device, progress=BARS)
-    out = ensure_out(out or Path(pairset) / f"eval-{split}")
-    out.mkdir(parents=True, exist_ok=True)
+    folder.prepare()
     pub = metric_keys_json(m)
     storage = ps.storage()
     write_json(out / "metrics.json", pub)

@@ -10,9 +10,9 @@ from vlcore.trajectories import ExpertConfig
 
 from .app import cli
 from .command import dataclass_options, given, save_config
-from .common import BARS, dataset_info, ensure_out, load_split_data
+from .common import BARS, claim_out, dataset_info, load_split_data
 from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, handle_errors, model_options,
-                      resolve_device, spec_values)
+                      overwrite_option, resolve_device, spec_values)
 
 
 @cli.command("experts")
@@ -21,13 +21,20 @@ from .options import (DatasetOptions, ModelOptions, dataset_options, device_opti
 @dataclass_options(ExpertConfig, rename={"epochs": "--train-epochs"})
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train experts in parallel processes.")
+@click.option("--resume", is_flag=True,
+              help="Continue the buffer in OUT: train the experts it lacks (its settings must match).")
+@overwrite_option
 @click.option("--out", "out", type=click.Path(), default=None, show_default="runs/buffer-DATASET-ENCODER",
-              help="Buffer folder (resumes if it exists).")
+              help="Buffer folder.")
 @device_option
 @handle_errors
-def experts_cmd(workers, out, device, config, **kw):
-    """Train expert trajectories on the full training split (resumable): --num-experts SGD runs of
-    --train-epochs epochs each, parameters saved after every epoch."""
+def experts_cmd(workers, resume, overwrite, out, device, config, **kw):
+    """Train expert trajectories on the full training split: --num-experts SGD runs of
+    --train-epochs epochs each, parameters saved after every epoch.
+
+    Resumable: after an interrupt (Ctrl-C, SIGTERM, kill), the same command with --resume trains
+    only the experts that are missing; --overwrite replaces the buffer in OUT instead.
+    """
     from vlcore.trajectories import train_experts
 
     ctx = click.get_current_context()
@@ -36,8 +43,10 @@ def experts_cmd(workers, out, device, config, **kw):
     spec = model_opts.spec()
     cfg = ExpertConfig(**given(ctx, kw, ExpertConfig)).resolved(spec)
     cfg.check("vl experts")
-    out = ensure_out(out or Path("runs") / f"buffer-{ds.dataset}-{spec.encoder}")
+    out = out or str(Path("runs") / f"buffer-{ds.dataset}-{spec.encoder}")
+    folder = claim_out(out, "experts", resume=resume, overwrite=overwrite)
     data = load_split_data(ds, "train", spec)
+    folder.prepare()
     t0 = time.time()
     buf = train_experts(spec, data, cfg, out, dataset_info=dataset_info(ds, data), device=device, workers=workers,
                         progress=BARS)

@@ -338,16 +338,48 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+class Failure(click.ClickException):
+    """A command's failure: "Error: MESSAGE" on stderr and ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def handle_errors(f):
-    """Turn VLError into a clean one-paragraph message (no traceback)."""
+    """Run a command under the CLI's error contract.
+
+    A :class:`vlcore.errors.VLError` is printed as one paragraph, without a traceback, and the
+    command exits with its ``exit_code``: 2 for usage errors (an unknown or out-of-range option, an
+    unusable or occupied ``--out``: ConfigError, UnknownComponentError, OutputError; click's own
+    usage errors exit 2 as well), 1 for the rest (data, artifacts, a busy folder).  An OSError (a
+    file that cannot be read or written) exits 1 naming the file.  Ctrl-C exits 130 and SIGTERM 143;
+    both first let a distillation write its checkpoint and atomic writes remove their temporary
+    files (:mod:`vlcore.interrupt`).
+    """
+    from vlcore.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
-            return f(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return f(*args, **kwargs)
         except VLError as exc:
-            raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted. A distillation saved its checkpoint (continue it with the same command and "
-                       "--resume); every file written is complete (writes are atomic).", err=True)
-            raise SystemExit(130)
+            raise Failure(str(exc), exc.exit_code) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise Failure(f"{exc.strerror or exc}{where}. Check that the path exists and can be read or written, "
+                          f"and that the disk has space.", 1) from None
+        except KeyboardInterrupt as exc:
+            what = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
+            click.echo(f"{what}. Every file written is complete (writes are atomic); a distillation saved its "
+                       f"checkpoint and a buffer keeps its finished experts: continue with the same command and "
+                       f"--resume (`vl run` and `vl demo`: the same command).", err=True)
+            raise SystemExit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     return wrapper
+
+
+def overwrite_option(f):
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace the artifact OUT holds (its files are deleted when this command starts "
+                             "writing). Without it an occupied OUT is refused.")(f)

@@ -11,16 +11,17 @@ import click
 
 from vlcore.errors import ConfigError, VLError, suggest
 from vlcore.experiment import Experiment, Stage, load, override
-from vlcore.io import read_json, write_json
+from vlcore.io import read_json, write_json, write_text
+from vlcore.outdir import COMMAND_KINDS, RESUMABLE, STAGE_RECORD, describe
 
 from .app import cli
 from .command import config_keys, flag_key
-from .common import LEGEND, format_table, metric_keys_json
+from .common import LEGEND, claim_out, format_table, metric_keys_json
 from .options import eval_split_option, handle_errors
 
 #: the commands a stage may run
 STAGE_COMMANDS = ("experts", "distill", "coreset", "eval", "train")
-RECORD = ".vl-stage.json"
+RECORD = STAGE_RECORD
 
 
 def _command(stage: Stage, source: str) -> click.Command:
@@ -110,7 +111,9 @@ def same_stage(record: dict, argv: list[str], out: Path, command: str) -> bool:
 
 def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, echo=click.echo) -> dict[str, dict]:
     """Run every stage of ``exp`` into ``out`` (a finished stage is reused; an interrupted one
-    resumes); return the metrics of its eval stages by stage name."""
+    resumes: ``--resume`` for experts and distill stages, ``--overwrite`` for the others, and only
+    in a folder holding that stage's own artifact); return the metrics of its eval stages by stage
+    name.  The caller claims ``out`` (:func:`vlcore.cli.common.claim_out`)."""
     plans = [(s, stage_argv(exp, s, out, device)) for s in exp.stages]  # every stage checked before any runs
     out.mkdir(parents=True, exist_ok=True)
     n = len(plans)
@@ -128,7 +131,13 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
                 echo(f"[{i}/{n}] {stage.name}: done earlier, reused ({folder})")
                 continue
         echo(f"[{i}/{n}] {stage.name}: {line}")
-        extra = ["--resume"] if stage.command == "distill" and any(folder.glob("checkpoint.*")) else []
+        extra = []
+        found = describe(folder)
+        if not record.exists() and not found.empty:
+            raise VLError(f"{folder} holds {found.what}, which this recipe's stage '{stage.name}' did not make. "
+                          f"Choose another --out, or move {folder} away.")
+        if record.exists() and found.kind == COMMAND_KINDS[stage.command]:  # this stage's unfinished artifact
+            extra = ["--resume"] if found.kind in RESUMABLE else ["--overwrite"]
         folder.mkdir(parents=True, exist_ok=True)
         write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": False})
         t0 = time.time()
@@ -154,7 +163,7 @@ def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = 
     write_json(out / "results.json", {labels.get(k, k): {**metric_keys_json(m), "lr_img": m.get("lr_img"),
                                                           "lr_txt": m.get("lr_txt"), "storage": m.get("storage")}
                                       for k, m in results.items()})
-    (out / "results.md").write_text(f"{title}: retrieval (%), mean±std over seeds of models trained from scratch "
+    write_text(out / "results.md", f"{title}: retrieval (%), mean±std over seeds of models trained from scratch "
                                     f"on each set. {LEGEND}\n\n```\n{table}\n```\n")
     curves = {labels.get(k, k): m["curve"] for k, m in results.items() if "curve" in m}
     if curves:
@@ -203,6 +212,7 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
             click.echo(f"vl {s.command} {shlex.join(stage_argv(exp, s, out, device))}")
         return
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    claim_out(out, "run", resume=True).prepare()
     results = run_experiment(exp, out, device=device, echo=echo)
     if not results:
         return

@@ -12,9 +12,9 @@ from vlcore.train import FullDataConfig
 
 from .app import cli
 from .command import dataclass_options, given, save_config
-from .common import BARS, emit, ensure_out, load_split_data, metric_keys_json
+from .common import BARS, claim_out, emit, load_split_data, metric_keys_json
 from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, eval_split_option, handle_errors,
-                      json_option, model_options, resolve_device, spec_values)
+                      json_option, model_options, overwrite_option, resolve_device, spec_values)
 
 
 @cli.command("train")
@@ -23,11 +23,12 @@ from .options import (DatasetOptions, ModelOptions, dataset_options, device_opti
 @eval_split_option("split")
 @dataclass_options(FullDataConfig)
 @click.option("--out", type=click.Path(), default=None, show_default="runs/train-DATASET-ENCODER",
-              help="Output folder.")
+              help="Output folder (an occupied one is refused unless --overwrite).")
+@overwrite_option
 @device_option
 @json_option
 @handle_errors
-def train_cmd(split, out, device, as_json, config, **kw):
+def train_cmd(split, out, overwrite, device, as_json, config, **kw):
     """Train on the full training split; report retrieval on --eval-split (the upper bound)."""
     from safetensors.torch import save_file
 
@@ -42,7 +43,8 @@ def train_cmd(split, out, device, as_json, config, **kw):
     cfg.check("vl train")
     device = resolve_device(device)
     spec = model_opts.spec()
-    out = ensure_out(out or f"runs/train-{ds.dataset}-{spec.encoder}")
+    out = Path(out or f"runs/train-{ds.dataset}-{spec.encoder}")
+    folder = claim_out(out, "train", overwrite=overwrite)
     t0 = time.time()
     train = load_split_data(ds, "train", spec)
     evald = load_split_data(ds, split, spec)
@@ -66,7 +68,7 @@ def train_cmd(split, out, device, as_json, config, **kw):
     tr, ir = retrieval_ranks(img, txt, evald.pair_image)
     m = recall_from_ranks(tr, ir)
     elapsed = time.time() - t0
-    out.mkdir(parents=True, exist_ok=True)
+    folder.prepare()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
              if k in model.trainable_named() or not spec.frozen}
     with atomic_path(out / "model.safetensors") as tmp:

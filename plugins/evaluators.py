@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+import torch
+
 from vlcore import hookimpl
 from vlcore.components import EvalContext, Evaluator
-from vlcore.errors import ConfigError
+from vlcore.config import MAX_LR, ranged
+from vlcore.errors import ConfigError, DivergedError
 from vlcore.metrics import aggregate, mean_curve, recall_curve, recall_from_ranks, retrieval_ranks
 from vlcore.pipeline import build_backbone, build_model, features_for
 from vlcore.train import SGDConfig, embed_split, train_model
@@ -23,15 +26,15 @@ class RetrievalEvaluator(Evaluator):
     @dataclass(frozen=True)
     class Config(SGDConfig):
         #: fresh models trained, one per seed (the metrics are their mean and std)
-        seeds: int = 3
+        seeds: int = ranged(3, 1)
         #: first seed; seeds are seed0, seed0+1, ...
         seed0: int = 0
         #: learning rate for both modalities; None: the pair set's learned step sizes, else default_lr
         lr: float | None = None
         #: chosen on Flickr8k dev with random coresets of 100 and 1000 pairs (benchmarks/RESULTS.md)
-        default_lr: float = 0.03
+        default_lr: float = ranged(0.03, 0, MAX_LR, lo_open=True)
         #: maximum K of the saved recall curve
-        curve_k: int = 50
+        curve_k: int = ranged(50, 1)
 
     def evaluate(self, ctx: EvalContext) -> dict:
         cfg = self.config
@@ -50,9 +53,21 @@ class RetrievalEvaluator(Evaluator):
             for i in range(cfg.seeds):
                 seed = cfg.seed0 + i
                 model = build_model(ctx.spec, ctx.train.text.shape[1], seed=seed, host=ctx.host, device=ctx.device)
-                train_model(model, ctx.train, sgd, seed=seed, lr_img=float(li), lr_txt=float(lt),
-                            features=train_feats, device=ctx.device)
+                fix = (f"lower --lr (it is {cfg.lr:g})" if cfg.lr is not None else
+                       f"evaluate with a fixed step size, e.g. --lr {cfg.default_lr:g}")
+                why = (f"The pairs are finite and within the documented ranges, so the step sizes used "
+                       f"({float(li):g} image, {float(lt):g} text) are too large for this model: {fix}.")
+                try:
+                    train_model(model, ctx.train, sgd, seed=seed, lr_img=float(li), lr_txt=float(lt),
+                                features=train_feats, device=ctx.device)
+                except DivergedError as exc:
+                    raise DivergedError(f"Training a fresh model on the {ctx.train.num_pairs} pairs diverged "
+                                        f"(seed {seed}: loss {exc.loss} at epoch {exc.epoch}). {why}",
+                                        loss=exc.loss, epoch=exc.epoch) from None
                 img, txt = embed_split(model, ctx.eval_data, features=eval_feats, device=ctx.device)
+                if not (bool(torch.isfinite(img).all()) and bool(torch.isfinite(txt).all())):
+                    raise DivergedError(f"A fresh model trained on the {ctx.train.num_pairs} pairs (seed {seed}) "
+                                        f"gives non-finite embeddings: its training diverged. {why}")
                 tr, ir = retrieval_ranks(img, txt, ctx.eval_data.pair_image)
                 runs.append(recall_from_ranks(tr, ir))
                 curves.append(recall_curve(tr, ir, cfg.curve_k))

@@ -29,7 +29,10 @@ def _need(module: str, extra: str, logger: str):
 
 
 class JsonlLogger(Logger):
-    """JSON Lines in the run folder (always on): one object per step, figure and start/finish."""
+    """JSON Lines in the run folder (always on): one object per step, figure and start/finish.
+
+    The file is opened with the first record after the start, so a run that fails before its first
+    iteration leaves no log behind (a refused command changes nothing)."""
 
     name = "jsonl"
 
@@ -41,17 +44,21 @@ class JsonlLogger(Logger):
     def __init__(self, config=None):
         super().__init__(config)
         self._f = None
+        self._run: LogRun | None = None
 
     def _write(self, record: dict) -> None:
+        if self._f is None:
+            run = self._run
+            self._run.out.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a" if run.resume else "w", encoding="utf-8")
+            self._f.write(json.dumps({"event": "resume" if run.resume else "start", "time": self._started,
+                                      "name": run.name, "config": run.config}, default=str) + "\n")
         self._f.write(json.dumps(record, default=str) + "\n")
         self._f.flush()
 
     def start(self, run: LogRun) -> None:
-        run.out.mkdir(parents=True, exist_ok=True)
+        self._run, self._started = run, time.time()
         self.path = run.out / self.config.file
-        self._f = open(self.path, "a" if run.resume else "w", encoding="utf-8")
-        self._write({"event": "resume" if run.resume else "start", "time": time.time(), "name": run.name,
-                     "config": run.config})
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         self._write({"step": step, **scalars})
@@ -60,7 +67,7 @@ class JsonlLogger(Logger):
         self._write({"step": step, "image": tag, "path": str(path)})
 
     def finish(self) -> None:
-        if self._f is not None:
+        if self._f is not None:  # nothing was logged: no file
             self._write({"event": "finish", "time": time.time()})
             self._f.close()
             self._f = None
@@ -134,8 +141,11 @@ class WandbLogger(Logger):
         c = self.config
         id_file = run.out / self.ID_FILE
         run_id = id_file.read_text().strip() if run.resume and id_file.exists() else secrets.token_hex(4)
+        # the mode is read here, not left to wandb: its settings outlive a run in the process, so an earlier
+        # run's mode would otherwise win over $WANDB_MODE
+        mode = c.mode or os.environ.get("WANDB_MODE") or "online"
         self.run = wandb.init(project=c.project or os.environ.get("WANDB_PROJECT") or "vlcore", entity=c.entity,
-                              name=run.name, dir=str(run.out), config=run.config, mode=c.mode, id=run_id,
+                              name=run.name, dir=str(run.out), config=run.config, mode=mode, id=run_id,
                               resume="allow")
         id_file.write_text(run_id + "\n")
 

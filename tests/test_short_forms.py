@@ -59,10 +59,11 @@ def test_distill_pairs_default_to_100_and_name_the_folder(tmp_path, monkeypatch)
     assert "--pairs 100" in res.stdout.splitlines()[0] and len(PairSet.load(out)) == 100
     expert = out / "buffer" / "expert_000.safetensors"
     made = expert.stat().st_mtime_ns
-    # the same command again reuses the matching buffer in OUT
+    # the same command again, continuing the run in OUT (a finished run is refused without --resume or
+    # --overwrite), reuses the matching buffer there
     vl("distill", "--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16",
        "--dataset-option", "num_train=120", "--dataset-option", "num_dev=10", "--iterations", "1",
-       "--syn-steps", "1", "--max-start-epoch", "1", "--num-experts", "1", "--no-eval")
+       "--syn-steps", "1", "--max-start-epoch", "1", "--num-experts", "1", "--no-eval", "--resume")
     assert expert.stat().st_mtime_ns == made
 
 
@@ -148,9 +149,9 @@ class Untouchable:
 
 
 @pytest.mark.parametrize("command,args,message", [
-    ("distill", ["--pairs", "0"], "--pairs >= 2"),
-    ("distill", ["--pairs", "1"], "--pairs >= 2"),
-    ("distill", ["--syn-steps", "0"], "--syn-steps must be at least 1"),
+    ("distill", ["--pairs", "0"], "give a number >= 2"),
+    ("distill", ["--pairs", "1"], "give a number >= 2"),
+    ("distill", ["--syn-steps", "0"], "give a number >= 1"),
     ("distill", ["--batch-syn", "1"], "--batch-syn must be 0"),
     ("distill", ["--image-size", "4", "--encoder", "convnet"], "too small for depth 3"),
     ("distill", ["--image-size", "16", "--encoder", "nfnet", "--pretrained", "none"], "at least 32"),

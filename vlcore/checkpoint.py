@@ -56,10 +56,10 @@ def save_state(state: "RunState", path: str | Path) -> None:
     tensors["rng.generator"] = state.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"format": FORMAT, "run_key": state.run_key, "run_record": state.run_record,
-            "iteration": state.iteration, "failures": state.failures,
+            "iteration": state.iteration, "failures": state.failures, "eval_pending": state.eval_pending,
             "history": state.history, "best": state.best, "info": state.info, "optimizers": opts}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"vlcore": json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={"vlcore": json.dumps(meta, sort_keys=True)})
 
 
 def read_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -74,23 +74,40 @@ def read_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         meta = json.loads(raw) if raw else None
     except Exception as exc:
         raise DataError(f"{path} is not a readable vlcore checkpoint ({type(exc).__name__}: {exc}); it is damaged "
-                        f"or was not written by vlcore. Start the run over into another --out folder.") from None
+                        f"or was not written by vlcore (nothing in it was run). Start over with --overwrite or another "
+                        f"--out.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{path} is not a vlcore checkpoint (format {FORMAT}). Start the run over into another "
-                        f"--out folder.")
+        raise DataError(f"{path} is not a vlcore checkpoint (format {FORMAT}). Start over with --overwrite or "
+                        f"another --out.")
     return meta, tensors
+
+
+#: what each part of a run record is, for the message when a checkpoint belongs to another run
+PARTS = {"config": "the distiller's settings", "spec": "the model", "buffer": "the expert buffer",
+         "seed": "the seed", "data": "the training data", "method": "the method"}
 
 
 def load_state(state: "RunState", path: str | Path) -> "RunState":
     """Fill the freshly set-up ``state`` (its learned tensors and optimisers built, which gives the
     names and shapes to expect) from the checkpoint at ``path``."""
     meta, tensors = read_state(path)
-    if meta["run_key"] != state.run_key:
+    if meta.get("run_key") != state.run_key:
         diffs = differences(meta.get("run_record") or {}, state.run_record) if meta.get("run_record") else []
-        what = ("; what differs: " + "; ".join(diffs[:8]) + (f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else "")
+        parts = sorted({PARTS.get(d.split(".")[0].split(":")[0], d.split(":")[0]) for d in diffs})
+        what = (f" ({', '.join(parts)}); what differs: " + "; ".join(diffs[:8]) +
+                (f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else "")
                 if diffs else " (config, buffer, model, data or seed)")
-        raise DataError(f"{path} belongs to a run with other settings{what}. Resume with the same settings, or "
-                        f"choose another --out.")
+        raise DataError(f"{path} belongs to a run with other settings{what}. Resume with the same settings and "
+                        f"inputs, or start over with --overwrite or another --out.")
+    try:
+        _fill(state, meta, tensors, path)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise DataError(f"{path} does not hold the state of this run ({type(exc).__name__}: {exc}); it is damaged or "
+                        f"from another version. Start over with --overwrite or another --out.") from None
+    return state
+
+
+def _fill(state: "RunState", meta: dict, tensors: dict[str, torch.Tensor], path) -> None:
     with torch.no_grad():
         for k, v in state.learned.items():
             saved = tensors.get(f"learned.{k}")
@@ -107,8 +124,19 @@ def load_state(state: "RunState", path: str | Path) -> "RunState":
     state.generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
     state.iteration, state.failures = int(meta["iteration"]), int(meta["failures"])
+    state.eval_pending = bool(meta.get("eval_pending", False))
     state.history, state.best, state.info = meta["history"], meta["best"], meta["info"]
-    return state
+
+def peek(path: str | Path) -> dict | None:
+    """The JSON part of the checkpoint at ``path`` (no tensors read), or None when it is unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("vlcore") or "null")
+    except Exception:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -143,9 +143,11 @@ class Distiller(Component):
         state = load_checkpoint(ctx, state, path)   # resuming: the saved values into them
         for each outer iteration:
             result = step(ctx, state)           # the outer loss and its gradients
-            ... the loop applies them with state.optimizers, guards, logs ...
+            ... the loop applies them with state.optimizers, then check_state(state):
+            ... an update it objects to is rolled back; the loop logs ...
             evaluate(ctx, state)                # every eval_every iterations
-            save_checkpoint(ctx, state, path)   # every checkpoint_every iterations
+            save_checkpoint(ctx, state, path)   # every checkpoint_every iterations, and on Ctrl-C / SIGTERM
+        diagnose(ctx, state)                    # warnings about the run
         return finalise(ctx, state)             # the pair set (the loop saves it into ctx.out)
         figures(ctx, state, pair_set)           # PNGs of the run
 
@@ -197,9 +199,15 @@ class Distiller(Component):
         return load_state(state, path)
 
     def check_state(self, state: RunState) -> str | None:
-        """After an update: None when the learned tensors are acceptable, else what is wrong (the
-        loop then rolls the update back)."""
+        """After an update: None when the learned tensors are acceptable (finite, within the
+        method's documented bounds), else what is wrong (the loop then rolls the update back)."""
         return None
+
+    def diagnose(self, ctx: DistillContext, state: RunState) -> list[str]:
+        """After the last iteration: warnings about the run (a loss stuck at its trivial value,
+        collapsed step sizes); the loop logs them and records them in the pair set's
+        ``meta["warnings"]``.  Default: none."""
+        return []
 
     @abstractmethod
     def snapshot(self, ctx: DistillContext, state: RunState) -> PairSet:

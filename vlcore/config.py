@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Mapping
@@ -10,6 +11,80 @@ from .errors import ConfigError, suggest
 
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
+
+#: the largest learning rate any option accepts: float32 must hold the update's scale (a larger one
+#: overflows inside the optimiser); anything near it explodes, which the distillation's state guard catches
+MAX_LR = 1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts (always finite): ``lo``/``hi`` bounds, None for none."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def __str__(self) -> str:
+        def num(x):
+            return f"{x:g}" if isinstance(x, float) else str(x)
+        if self.lo is not None and self.hi is not None:
+            return f"{'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {num(self.lo)}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {num(self.hi)}"
+        return "finite"
+
+    def problem(self, v) -> str | None:
+        """Why ``v`` is not accepted (None: it is)."""
+        if v is None or isinstance(v, bool) or v in self:
+            return None
+        what = "is not a finite number" if isinstance(v, float) and not math.isfinite(v) else "is out of range"
+        if self.lo is None and self.hi is None:
+            want = "a finite number"
+        else:
+            want = f"a number {'in ' if self.lo is not None and self.hi is not None else ''}{self}"
+        return f"{v} {what}; give {want}"
+
+
+def ranged(default, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False, **metadata):
+    """A dataclass field for a numeric option that accepts only finite values in a range (its
+    command-line flag and the config builder check it before any work)."""
+    return dataclasses.field(default=default, metadata={**metadata, "range": Range(lo, hi, lo_open, hi_open)})
+
+
+#: every float option accepts only finite numbers, also without a declared range
+FINITE = Range()
+
+
+def option_range(cls: type, name: str) -> Range | None:
+    """The range of field ``name`` of the Config dataclass ``cls``, declared with :func:`ranged` on
+    it or on a base class (a subclass that only changes a default keeps its base's range)."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "range" in f.metadata:
+            return f.metadata["range"]
+    return None
+
+
+def check_ranges(cfg: Any, owner: str) -> None:
+    """ConfigError naming the first option of the dataclass instance ``cfg`` outside its range."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        r = option_range(type(cfg), f.name) or (FINITE if isinstance(v, float) else None)
+        why = r.problem(v) if r is not None else None
+        if why:
+            raise ConfigError(f"{owner}: option '{f.name}' (--{f.name.replace('_', '-')}): {why}.")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -65,9 +140,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            out = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return out
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -99,6 +177,10 @@ def build_config(cls: type, options: Mapping[str, Any] | None = None, *, owner: 
         if value is None:
             continue
         kwargs[name] = _coerce(value, hints[name], f"Option '{key}' of {label}")
+        r = option_range(cls, name)
+        why = r.problem(kwargs[name]) if r is not None else None
+        if why:
+            raise ConfigError(f"Option '{key}' of {label}: {why}.")
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -115,6 +197,8 @@ class OptionInfo:
     help: str
     #: the component kind a string option names (field metadata ``{"kind": ...}``), e.g. an unroll backend
     kind: str | None = None
+    #: the values a numeric option accepts (:func:`ranged`); None: any finite number
+    range: Range | None = None
 
 
 def describe_options(cls: type) -> list[OptionInfo]:
@@ -130,7 +214,7 @@ def describe_options(cls: type) -> list[OptionInfo]:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         out.append(OptionInfo(f.name, hints[f.name], default, f.metadata.get("help") or comments.get(f.name, ""),
-                              f.metadata.get("kind")))
+                              f.metadata.get("kind"), option_range(cls, f.name)))
     return out
 
 

@@ -87,7 +87,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 def resolve_path(recipe: str) -> Path:
     """The file of ``recipe``: a path, or the name of an embedded recipe."""
     p = Path(recipe)
-    if p.exists() or recipe not in EMBEDDED:
+    if p.is_file() or recipe not in EMBEDDED:  # a folder named like an embedded recipe (vl-demo's out) is not one
         return p
     return Path(str(importlib.resources.files("vlcore") / "recipes" / f"{recipe}.toml"))
 

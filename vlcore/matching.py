@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from .components import DistillContext, Distiller
+from .config import MAX_LR, check_ranges, ranged
 from .coreset import source_ids
 from .data import to_float
-from .errors import ConfigError, IncompatibleError, VLError
+from .errors import ConfigError, DivergedError, IncompatibleError, VLError
 from .evaluate import evaluate_pairs
 from .io import fingerprint, versions
 from .losses import contrastive_loss
-from .pairset import PairSet
+from .pairset import PIXEL_LIMIT, TEXT_LIMIT, PairSet
 from .pipeline import build_model
 from .recipe import RunState, StepResult
 from .unroll import ParamLayout, Unroll
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 STANDARD = ("images", "text", "log_lr_img", "log_lr_txt")
 #: config keys that may change across a resume (iterations may grow: resuming can extend a run)
 VOLATILE = ("iterations", "eval_every", "checkpoint_every", "max_failures")
+#: the learned step sizes must stay within this factor of their initial value (else the update is
+#: rolled back); below 1/COLLAPSE of it at the end, the run warns that they collapsed
+LR_RANGE = 1e4
+COLLAPSE = 100.0
 
 
 @dataclass
@@ -72,27 +77,27 @@ class TrajectoryMatching(Distiller):
     @dataclass(frozen=True)
     class Config:
         #: synthetic pairs to distil
-        pairs: int = 100
-        #: outer iterations
-        iterations: int = 500
+        pairs: int = ranged(100, 2)
+        #: outer iterations (at least 1: zero would save the initialisation as a distilled set)
+        iterations: int = ranged(500, 1)
         #: student steps per outer iteration
-        syn_steps: int = 8
+        syn_steps: int = ranged(8, 1)
         #: expert epochs the student must cover (M)
-        expert_epochs: int = 1
+        expert_epochs: int = ranged(1, 1)
         #: start epochs are drawn from [0, max_start_epoch)
-        max_start_epoch: int = 2
+        max_start_epoch: int = ranged(2, 1)
         #: synthetic pairs per inner step; 0 = the whole synthetic set (as published)
-        batch_syn: int = 0
-        #: learning rate of the synthetic pixels (in [0, 1])
-        lr_images: float = 100.0
+        batch_syn: int = ranged(0, 0)
+        #: learning rate of the synthetic pixels (real images are in [0, 1])
+        lr_images: float = ranged(100.0, 0, MAX_LR, lo_open=True)
         #: learning rate of the synthetic text embeddings
-        lr_text: float = 100.0
+        lr_text: float = ranged(100.0, 0, MAX_LR, lo_open=True)
         #: learning rate of the learnable step sizes (learned as log(lr): a relative rate)
-        lr_lr: float = 1e-2
+        lr_lr: float = ranged(1e-2, 0, MAX_LR, lo_open=True)
         #: initial student step size (both sides); 0 = the experts' learning rate (as MTT does)
-        lr_init: float = 0.0
+        lr_init: float = ranged(0.0, 0, MAX_LR)
         #: momentum of the outer SGD (images, texts, step sizes)
-        momentum: float = 0.5
+        momentum: float = ranged(0.5, 0, 1, hi_open=True)
         #: initial images: real training images, or noise
         init_images: Literal["real", "noise"] = "real"
         #: initial texts: real caption embeddings, or noise of the same mean and spread
@@ -105,13 +110,14 @@ class TrajectoryMatching(Distiller):
         learn_lr: bool = True
         #: unroll backend: how the matching loss is differentiated through the student's steps
         unroll: str = field(default="func", metadata={"kind": "unroll_backend"})
-        #: save a checkpoint every N iterations (and on Ctrl-C)
-        checkpoint_every: int = 25
+        #: save a checkpoint every N iterations (0: only at the end; always on Ctrl-C and SIGTERM)
+        checkpoint_every: int = ranged(25, 0)
         #: evaluate on the dev split every N iterations (0: only at the end)
-        eval_every: int = 0
+        eval_every: int = ranged(0, 0)
         #: stop after this many failed iterations in a row (non-finite, or rolled back)
-        max_failures: int = 5
-        #: clamp synthetic pixels to [0, 1] after each update
+        max_failures: int = ranged(5, 1)
+        #: clamp synthetic pixels to [0, 1] after each update (off: they move freely within
+        #: +-PIXEL_LIMIT, as published)
         clamp_images: bool = False
 
     def __init__(self, config=None):
@@ -120,23 +126,13 @@ class TrajectoryMatching(Distiller):
 
     # ------------------------------------------------------------------ setup
     def check_config(self) -> None:
-        """Refuse settings no run can use (ConfigError naming the flag)."""
+        """Refuse settings no run can use (ConfigError naming the flag): the ranges the Config's
+        fields declare (:func:`vlcore.config.ranged`), and the rules between fields."""
         c = self.config
-        if c.pairs < 2:
-            raise ConfigError(f"{self.name} needs --pairs >= 2 (the contrastive loss needs negatives; got {c.pairs}).")
-        for name, low in (("iterations", 0), ("syn_steps", 1), ("expert_epochs", 1), ("max_start_epoch", 1),
-                          ("checkpoint_every", 0), ("eval_every", 0), ("max_failures", 1)):
-            if getattr(c, name) < low:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least {low} (got {getattr(c, name)}).")
-        if c.batch_syn < 0 or c.batch_syn == 1:
+        check_ranges(c, f"distiller '{self.name}'")
+        if c.batch_syn == 1:
             raise ConfigError(f"--batch-syn must be 0 (all pairs) or at least 2 (got {c.batch_syn}; a minibatch "
                               f"larger than the set uses all of it).")
-        for name in ("lr_images", "lr_text", "lr_lr", "lr_init"):
-            v = getattr(c, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {v}).")
-        if not 0 <= c.momentum < 1:
-            raise ConfigError(f"--momentum must be in [0, 1) (got {c.momentum}).")
         if not (c.distill_images or c.distill_text):
             raise ConfigError("nothing to distil: distill_images and distill_text are both false.")
 
@@ -224,6 +220,7 @@ class TrajectoryMatching(Distiller):
         self._learn(state, "images", images.to(dev), c.distill_images, "images", c.lr_images)
         self._learn(state, "text", text.to(dev), c.distill_text, "text", c.lr_text)
         lr0 = c.lr_init or float(ctx.buffer.index["expert"]["lr"])
+        state.info["lr0"] = lr0
         for side in ("img", "txt"):
             self._learn(state, f"log_lr_{side}", torch.tensor(math.log(lr0), device=dev), c.learn_lr, "lr", c.lr_lr)
         state.saved["init_images"] = images.clone()
@@ -346,19 +343,61 @@ class TrajectoryMatching(Distiller):
 
     # --------------------------------------------------------------- guards
     def check_state(self, state: RunState) -> str | None:
-        if self.config.clamp_images and state.learned["images"].requires_grad:
+        """After an update: every learned tensor finite, pixels within +-PIXEL_LIMIT (clamped to
+        [0, 1] with ``clamp_images``), text embeddings' norms within TEXT_LIMIT, the step sizes
+        within a factor LR_RANGE of their initial value; else what is wrong (the loop rolls back)."""
+        L = state.learned
+        if self.config.clamp_images and L["images"].requires_grad:
             with torch.no_grad():
-                state.learned["images"].clamp_(0, 1)
-        bad = [k for k, v in state.learned.items() if not bool(torch.isfinite(v).all())]
-        return f"non-finite values in {', '.join(bad)}" if bad else None
+                L["images"].clamp_(0, 1)
+        bad = [k for k, v in L.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            return f"non-finite values in {', '.join(bad)}"
+        img = L["images"].detach()
+        if float(img.abs().max()) > PIXEL_LIMIT:
+            return (f"synthetic pixels reached [{float(img.min()):.3g}, {float(img.max()):.3g}], beyond the allowed "
+                    f"+-{PIXEL_LIMIT:g}")
+        norm = float(L["text"].detach().norm(dim=-1).max())
+        if norm > TEXT_LIMIT:
+            return f"a synthetic text embedding reached norm {norm:.3g}, beyond the allowed {TEXT_LIMIT:g}"
+        lr0 = state.info.get("lr0")
+        for side in ("img", "txt"):
+            lr = math.exp(float(L[f"log_lr_{side}"].detach()))
+            if lr0 and not lr0 / LR_RANGE <= lr <= min(lr0 * LR_RANGE, MAX_LR):
+                return (f"the step size lr_{side} became {lr:.3g}, outside [{lr0 / LR_RANGE:.3g}, "
+                        f"{lr0 * LR_RANGE:.3g}] (a factor {LR_RANGE:g} of its initial {lr0:g})")
+        return None
+
+    def diagnose(self, ctx: DistillContext, state: RunState) -> list[str]:
+        """Warnings: the matching loss stuck at its trivial value (the student does not move: it ends
+        where the expert started, each normalised term 1), step sizes that collapsed."""
+        h, out = state.history, []
+        lr0 = state.info.get("lr0")
+        lrs = {side: math.exp(float(state.learned[f"log_lr_{side}"].detach())) for side in ("img", "txt")}
+        losses = h["loss"][-10:]
+        parts = sum(any(not math.isnan(v) for v in h.get(side, [])) for side in ("img", "txt"))
+        if losses and parts and all(abs(v - parts) <= 1e-3 * parts for v in losses):
+            out.append(f"the matching loss stayed at its trivial value {parts:g} (the student does not move from the "
+                       f"expert's start; learned step sizes lr_img={lrs['img']:.3g}, lr_txt={lrs['txt']:.3g}): the set "
+                       f"is not distilled. Lower --lr-lr, or set --lr-init.")
+        if lr0 and self.config.learn_lr:
+            low = [f"lr_{side}={v:.3g}" for side, v in lrs.items() if v < lr0 / COLLAPSE]
+            if low:
+                out.append(f"the learned step sizes collapsed ({', '.join(low)}, from {lr0:g}: below 1/{COLLAPSE:g} of "
+                           f"it); models trained on this set will barely move. Lower --lr-lr.")
+        return out
 
     # --------------------------------------------------------------- outputs
     def evaluate(self, ctx: DistillContext, state: RunState) -> dict | None:
         if ctx.eval_data is None:
             return None
         opts = {"seeds": 1, "epochs": 30, **ctx.eval_options}
-        return evaluate_pairs(self.snapshot(ctx, state), ctx.eval_data, ctx.spec, options=opts, device=ctx.device,
-                              host=ctx.host)
+        try:
+            return evaluate_pairs(self.snapshot(ctx, state), ctx.eval_data, ctx.spec, options=opts,
+                                  device=ctx.device, host=ctx.host)
+        except DivergedError as exc:  # the run goes on; this evaluation is not recorded
+            log.warning("dev evaluation after iteration %d skipped: %s", state.iteration, exc)
+            return None
 
     def snapshot(self, ctx: DistillContext, state: RunState) -> PairSet:
         L = state.learned
@@ -367,7 +406,7 @@ class TrajectoryMatching(Distiller):
         meta = {"kind": "distilled", "method": self.name, "config": asdict(self.config),
                 "spec": ctx.spec.as_dict(), "dataset": ctx.dataset_info, "seed": ctx.seed,
                 "buffer": {"path": str(Path(ctx.buffer.path).resolve()), "index": ctx.buffer.index.get("expert"),
-                           "experts": ctx.buffer.num_experts},
+                           "experts": ctx.buffer.num_experts, "content": ctx.buffer.content_key()},
                 "iterations_done": state.history["iteration"][-1] if state.history["iteration"] else 0,
                 "source_ids_are": "the real pairs the synthetic set was initialised from",
                 "history": state.history, "versions": versions()}

@@ -3,7 +3,8 @@
 TR (image -> text) R@K: an image is a hit when *any* of its captions ranks in the top K.
 IR (text -> image) R@K: a caption is a hit when its own image ranks in the top K.
 Ties count against the model: an item is ranked behind every competitor whose score is equal to or
-higher than its own, so a collapsed model (all scores equal) scores chance level, not 100%.
+higher than its own, so a collapsed model (all scores equal) scores chance level, not 100%.  A NaN
+score (a model whose weights exploded) counts as the lowest possible, tied with every other NaN.
 """
 from __future__ import annotations
 
@@ -32,14 +33,14 @@ def retrieval_ranks(img: torch.Tensor, txt: torch.Tensor, caption_image: torch.T
         raise ValueError("caption_image refers to an image index beyond the number of images")
     tr_rank = torch.empty(n_img, dtype=torch.long)
     for s in range(0, n_img, chunk):
-        sim = img[s:s + chunk] @ txt.t()  # (c, n_txt)
+        sim = (img[s:s + chunk] @ txt.t()).nan_to_num(nan=float("-inf"))  # (c, n_txt)
         rows = torch.arange(s, min(s + chunk, n_img), device=img.device)
         own = caption_image.unsqueeze(0) == rows.unsqueeze(1)
         best_own = sim.masked_fill(~own, float("-inf")).max(dim=1).values
         tr_rank[s:s + chunk] = ((sim >= best_own.unsqueeze(1)) & ~own).sum(dim=1).cpu()
     ir_rank = torch.empty(n_txt, dtype=torch.long)
     for s in range(0, n_txt, chunk):
-        sim = txt[s:s + chunk] @ img.t()  # (c, n_img)
+        sim = (txt[s:s + chunk] @ img.t()).nan_to_num(nan=float("-inf"))  # (c, n_img)
         tgt = caption_image[s:s + chunk]
         own_score = sim.gather(1, tgt.unsqueeze(1))
         other = torch.ones_like(sim, dtype=torch.bool)

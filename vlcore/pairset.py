@@ -10,7 +10,14 @@ A folder holding
     meta.json           kind, method, the full resolved config, model spec, seeds, source dataset,
                         learned step sizes, source pair ids, storage, versions
 
-each file written atomically, meta.json last with a checksum of the tensors.
+each file written atomically, meta.json last with a checksum of the tensors (``pairs_sha256``:
+a set without it, or whose tensors do not match it, is refused).
+
+Documented value ranges (:func:`value_problems`; ``vl eval`` refuses a set outside them): every
+tensor is finite; coresets hold real images in [0, 1]; a distilled set's pixels are optimised freely
+(``--clamp-images`` keeps them in [0, 1]) but stay within +-:data:`PIXEL_LIMIT`; each text embedding's
+norm is at most :data:`TEXT_LIMIT`; learned step sizes are positive and at most
+:data:`vlcore.config.MAX_LR`.  The distillation loop rolls back any update that leaves these ranges.
 """
 from __future__ import annotations
 
@@ -23,9 +30,18 @@ from typing import Any
 import torch
 
 from .errors import DataError
-from .io import atomic_path, read_json, versions, write_json
+from .io import atomic_path, read_json, sha256_file, versions, write_json
 
 FORMAT = "vlcore.pairset/1"
+#: the largest absolute pixel value of a pair set (real images are in [0, 1]).  Unclamped
+#: distillation moves pixels far: about +-700 after 60 iterations at the paper's learning rate 1000
+#: on the embedded scenes; an update that exploded (--lr-images 1e12: +-6e11) lands far beyond
+PIXEL_LIMIT = 1e6
+#: the largest norm of a text embedding of a pair set (real caption embeddings: about 1 to 20; about
+#: 4e3 after 60 iterations at the paper's learning rate 1000)
+TEXT_LIMIT = 1e6
+#: the files of a pair set
+FILES = ("pairs.safetensors", "captions.json", "meta.json")
 #: tensors of pairs.safetensors that are not ``extra``
 _CORE = ("images", "text")
 
@@ -115,16 +131,20 @@ class PairSet:
         tensors = {"images": self.images, "text": self.text, **self.extra}
         with atomic_path(path / "pairs.safetensors") as tmp:
             save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-            meta["pairs_sha256"] = _sha256(tmp)
+            meta["pairs_sha256"] = sha256_file(tmp)
         write_json(path / "captions.json", self.captions)
         write_json(path / "meta.json", meta)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "PairSet":
-        from safetensors.torch import load_file
+    def load(cls, path: str | Path, *, check_values: bool = True) -> "PairSet":
+        """Read the pair set in folder ``path``; DataError (naming the file and the fix) when it is
+        incomplete, damaged, changed since it was written, or (``check_values``) outside the
+        documented value ranges."""
+        from safetensors.torch import load
 
         path = Path(path)
+        redo = _redo(path)
         if not path.is_dir():
             raise DataError(f"Pair set '{path}' does not exist or is not a folder. Pass the --out folder "
                             f"of `vl distill` or `vl coreset`.")
@@ -132,28 +152,87 @@ class PairSet:
 
         if not (path / "pairs.safetensors").exists() and is_hf_export(path):
             return load_hf(path)  # a `vl export --format hf` folder
-        for name in ("pairs.safetensors", "captions.json", "meta.json"):
-            if not (path / name).exists():
+        for name in FILES:
+            if not (path / name).is_file():
                 raise DataError(f"Pair set '{path}' has no {name}; it is incomplete or not a pair set "
-                                f"(expected pairs.safetensors, captions.json, meta.json).")
-        meta = read_json(path / "meta.json")
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{path / 'meta.json'}: format {meta.get('format')!r}, expected {FORMAT!r}.")
+                                f"(expected {', '.join(FILES)}). {redo}")
+        meta = _json(path / "meta.json", redo)
+        redo = _redo(path, meta)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise DataError(f"{path / 'meta.json'}: format {got!r}, expected {FORMAT!r}; it is not the meta.json "
+                            f"of a pair set. {redo}")
         digest = meta.get("pairs_sha256")
-        if digest and _sha256(path / "pairs.safetensors") != digest:
-            raise DataError(f"{path / 'pairs.safetensors'} does not match the checksum in meta.json: the "
-                            f"folder was changed or a write was interrupted. Re-run the command that made it "
-                            f"(distillation resumes with --resume).")
-        tensors = load_file(str(path / "pairs.safetensors"))
+        if not digest:
+            raise DataError(f"{path / 'meta.json'} records no pairs_sha256 (the checksum of pairs.safetensors), so "
+                            f"the set cannot be checked for damage: it was written by an older vlcore or edited. "
+                            f"{redo}")
+        data = (path / "pairs.safetensors").read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise DataError(f"{path / 'pairs.safetensors'} does not match the checksum in meta.json: the file was "
+                            f"changed, truncated, or a write was interrupted. {redo}")
+        try:
+            tensors = load(data)
+            images, text = tensors.pop("images"), tensors.pop("text")
+        except Exception as exc:
+            raise DataError(f"{path / 'pairs.safetensors'} is not a pair-set tensor file ({type(exc).__name__}: "
+                            f"{exc}). {redo}") from None
+        captions = _json(path / "captions.json", redo)
         ids = meta.get("source_ids")
-        return cls(images=tensors.pop("images"), text=tensors.pop("text"), captions=read_json(path / "captions.json"),
-                   meta=meta, lr_img=meta.get("lr_img"), lr_txt=meta.get("lr_txt"),
-                   source_ids=[(str(a), int(b)) for a, b in ids] if ids is not None else None, extra=tensors)
+        try:
+            if not (isinstance(captions, list) and all(isinstance(c, str) for c in captions)):
+                raise ValueError("captions.json must be a list of strings")
+            ps = cls(images=images, text=text, captions=captions, meta=meta, lr_img=meta.get("lr_img"),
+                     lr_txt=meta.get("lr_txt"),
+                     source_ids=[(str(a), int(b)) for a, b in ids] if ids is not None else None, extra=tensors)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise DataError(f"Pair set '{path}' is inconsistent: {exc}. {redo}") from None
+        if check_values:
+            problems = value_problems(ps)
+            if problems:
+                raise DataError(f"Pair set '{path}' is outside the documented value ranges: {'; '.join(problems)}. "
+                                f"Models cannot be trained on it meaningfully: the set is damaged, or the run that "
+                                f"made it diverged. {redo} For a distillation, `--clamp-images` keeps pixels in "
+                                f"[0, 1].")
+        return ps
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def value_problems(ps: PairSet) -> list[str]:
+    """What is outside the documented value ranges of a pair set (see the module docstring)."""
+    from .config import MAX_LR
+
+    out = []
+    for name, t in (("images", ps.images), ("text", ps.text), *ps.extra.items()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            rows = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).sum() if t.dim() else 1
+            out.append(f"{name} hold NaN or infinite values ({int(rows)} of {t.shape[0] if t.dim() else 1} rows)")
+    if not out:
+        img = ps.images.float()
+        if img.numel() and float(img.abs().max()) > PIXEL_LIMIT:
+            out.append(f"pixels range over [{float(img.min()):.3g}, {float(img.max()):.3g}], beyond the allowed "
+                       f"+-{PIXEL_LIMIT:g}")
+        norm = ps.text.float().norm(dim=-1).max() if ps.text.numel() else torch.tensor(0.0)
+        if float(norm) > TEXT_LIMIT:
+            out.append(f"a text embedding has norm {float(norm):.3g}, beyond the allowed {TEXT_LIMIT:g}")
+    for side in ("lr_img", "lr_txt"):
+        v = getattr(ps, side)
+        if v is not None and not (isinstance(v, (int, float)) and 0 < v <= MAX_LR):
+            out.append(f"the learned step size {side}={v} is not a positive finite number")
+    return out
+
+
+def _redo(path: Path, meta=None) -> str:
+    """How to make a damaged pair set again."""
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    cmd = {"distilled": "distill", "coreset": "coreset"}.get(kind, "distill|coreset")
+    cont = "" if kind == "coreset" else " (an interrupted distillation continues with --resume instead)"
+    return (f"Re-create it: `vl {cmd} --config {path / 'config.toml'} --out NEW_FOLDER` repeats the run that made "
+            f"it{cont}.")
+
+
+def _json(path: Path, redo: str):
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not readable JSON ({type(exc).__name__}: {exc}); it is truncated or damaged. "
+                        f"{redo}") from None

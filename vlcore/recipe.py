@@ -22,6 +22,7 @@ import torch
 
 from .checkpoint import NAME as CHECKPOINT
 from .errors import VLError
+from .interrupt import shielded, sigterm_as_interrupt
 
 if TYPE_CHECKING:  # pragma: no cover
     from .components import DistillContext, Distiller
@@ -45,14 +46,16 @@ class RunState:
     optimizers: dict[str, torch.optim.Optimizer]
     #: the run's seeded random stream (experts, start epochs, minibatches, ...)
     generator: torch.Generator
-    #: what must not change across a resume (config, model, buffer, data, seed), and what it is
-    #: made of (a resume refused says what differs)
+    #: what must not change across a resume (config, model, buffer, data, seed)
     run_key: str = ""
+    #: what the run key is made of (method, config, model, buffer content, seed, data), to say what differs
     run_record: dict = field(default_factory=dict)
     #: outer iterations done (applied or skipped)
     iteration: int = 0
     #: iterations in a row that were skipped or rolled back
     failures: int = 0
+    #: the dev evaluation after the last iteration is due but not done (an interrupt cut it short)
+    eval_pending: bool = False
     #: per-iteration records: "iteration", "loss" and the step's metrics; "eval": dev evaluations
     history: dict[str, list] = field(default_factory=lambda: {"iteration": [], "loss": [], "eval": []})
     #: the best dev evaluation so far ({"iteration", "rsum"})
@@ -89,9 +92,20 @@ class StepResult:
 def run(recipe: "Distiller", ctx: "DistillContext") -> "PairSet":
     """Run ``recipe`` on ``ctx`` to the end; return the final pair set (saved in ``ctx.out``).
 
+    Ctrl-C and SIGTERM write a checkpoint before the interrupt propagates; the run state is
+    checkpointed as it was at the end of the last whole iteration (an update and its bookkeeping
+    happen entirely or not at all, and the random streams an interrupted iteration or evaluation
+    had used are put back), so ``--resume`` reaches the result of an uninterrupted run.
+
     Every logger of ``ctx.loggers`` (the ``jsonl`` one at least) gets each iteration's scalars
     (``loss/total`` and the recipe's :attr:`~vlcore.components.Distiller.scalar_names`), the
-    metrics of each dev evaluation (``dev/rsum``, ...) and the image grid at the end."""
+    metrics of each dev evaluation (``dev/rsum``, ...) and the image grid at the end.
+    """
+    with sigterm_as_interrupt():
+        return _run(recipe, ctx)
+
+
+def _run(recipe, ctx) -> "PairSet":
     from dataclasses import asdict
 
     from .loggers import LogRun, open_loggers
@@ -124,20 +138,30 @@ def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> "PairSet":
     desc = f"{recipe.name} {getattr(c, 'pairs', '')} pairs".replace("  ", " ")
     task = ctx.progress.task(desc, c.iterations, unit="it", initial=state.iteration)
     try:
+        if state.eval_pending:
+            _evaluate(recipe, ctx, state, loggers)  # the one an interrupt cut short
         while state.iteration < c.iterations:
             _iterate(recipe, ctx, state, path, task, loggers)
+        if ctx.eval_data is not None and not _evaluated(state, c.iterations):
+            _evaluate(recipe, ctx, state, loggers)
     except KeyboardInterrupt:
-        recipe.save_checkpoint(ctx, state, path)
+        with shielded(deliver=False):
+            recipe.save_checkpoint(ctx, state, path)
+        log.warning("interrupted: the run state after iteration %d is saved in %s (continue with --resume)",
+                    state.iteration, path)
         raise
     finally:
         task.close()
-    if ctx.eval_data is not None and (not state.history["eval"] or
-                                      state.history["eval"][-1]["iteration"] != c.iterations):
-        _evaluate(recipe, ctx, state, loggers)
-    recipe.save_checkpoint(ctx, state, path)
-    ps = recipe.finalise(ctx, state)
-    ps.meta["seconds"] = round(time.time() - t_start, 1)
-    _save(ctx, ps, out)
+    warnings = recipe.diagnose(ctx, state)
+    for w in warnings:
+        log.warning("%s", w)
+    with shielded():
+        recipe.save_checkpoint(ctx, state, path)
+        ps = recipe.finalise(ctx, state)
+        ps.meta["seconds"] = round(time.time() - t_start, 1)
+        if warnings:
+            ps.meta["warnings"] = warnings
+        _save(ctx, ps, out)
     recipe.figures(ctx, state, ps)
     return ps
 
@@ -148,47 +172,78 @@ def _save(ctx, ps: "PairSet", folder: Path) -> None:
     ps.save(folder)
 
 
+def _eval_due(c, done: int) -> bool:
+    return bool(c.eval_every) and 0 < done < c.iterations and done % c.eval_every == 0
+
+
+def _evaluated(state: RunState, it: int) -> bool:
+    return bool(state.history["eval"]) and state.history["eval"][-1]["iteration"] == it
+
+
+def _rng(state: RunState):
+    return state.generator.get_state(), torch.get_rng_state()
+
+
+def _put_back(state: RunState, mark) -> None:
+    state.generator.set_state(mark[0])
+    torch.set_rng_state(mark[1])
+
+
 def _iterate(recipe, ctx, state: RunState, path: Path, task, loggers) -> None:
     c = recipe.config
     it = state.iteration
-    result = recipe.step(ctx, state)
-    problem = None if result.finite() else f"non-finite loss or gradient (loss {result.loss})"
-    if problem is None:
-        backup = _backup(state)
-        _apply(state, result)
-        problem = recipe.check_state(state)
+    mark = _rng(state)
+    try:
+        result = recipe.step(ctx, state)
+    except KeyboardInterrupt:
+        _put_back(state, mark)  # the iteration did not happen: its random draws are put back
+        raise
+    with shielded():  # the update and its bookkeeping happen entirely or not at all
+        problem = _update(recipe, state, result)
         if problem is not None:
-            _restore(state, backup)
-            problem = f"the update was rolled back: {problem}"
-    if problem is not None:
-        state.failures += 1
-        log.warning("iteration %d: %s (%d in a row)", it, problem, state.failures)
-        if state.failures >= c.max_failures:
-            recipe.save_checkpoint(ctx, state, path)
-            _save(ctx, recipe.finalise(ctx, state), Path(ctx.out))
-            raise NonFiniteError(
-                f"{state.failures} iterations in a row failed ({problem}); stopped at iteration {it} with the "
-                f"last good set saved in {ctx.out}. Lower the learning rates (--lr-images, --lr-text, --lr-lr) "
-                f"or --syn-steps.")
+            state.failures += 1
+            log.warning("iteration %d: %s (%d in a row)", it + 1, problem, state.failures)
+            state.iteration += 1
+            task.update(1)
+            if state.failures >= c.max_failures:
+                recipe.save_checkpoint(ctx, state, path)
+                _save(ctx, recipe.finalise(ctx, state), Path(ctx.out))
+                raise NonFiniteError(
+                    f"{state.failures} iterations in a row failed (the last: {problem}); stopped at iteration "
+                    f"{it + 1} with the last good set saved in {ctx.out}. Lower the learning rates (--lr-images, "
+                    f"--lr-text, --lr-lr) or --syn-steps, or keep the pixels in [0, 1] with --clamp-images.")
+            return
+        state.failures = 0
         state.iteration += 1
-        task.update(1)
-        return
-    state.failures = 0
-    state.iteration += 1
-    done = state.iteration
-    state.history["iteration"].append(done)
-    state.history["loss"].append(result.loss)
-    for k, v in result.metrics.items():
-        state.history.setdefault(k, []).append(v)
-    task.update(1, loss=f"{result.loss:.3f}", **{k: f"{v:.3g}" for k, v in result.metrics.items()
-                                                  if k.startswith("lr")})
+        done = state.iteration
+        state.history["iteration"].append(done)
+        state.history["loss"].append(result.loss)
+        for k, v in result.metrics.items():
+            state.history.setdefault(k, []).append(v)
+        task.update(1, loss=f"{result.loss:.3f}", **{k: f"{v:.3g}" for k, v in result.metrics.items()
+                                                      if k.startswith("lr")})
     loggers.scalars(done, {"loss/total": result.loss,
                            **{recipe.scalar_names.get(k, k): v for k, v in result.metrics.items()}})
-    if c.eval_every and done % c.eval_every == 0 and done < c.iterations:
+    if _eval_due(c, done):
+        state.eval_pending = True
         _evaluate(recipe, ctx, state, loggers)
     if c.checkpoint_every and done % c.checkpoint_every == 0:
-        recipe.save_checkpoint(ctx, state, path)
-        _save(ctx, recipe.snapshot(ctx, state), Path(ctx.out))
+        with shielded():
+            recipe.save_checkpoint(ctx, state, path)
+            _save(ctx, recipe.snapshot(ctx, state), Path(ctx.out))
+
+
+def _update(recipe, state: RunState, result: StepResult) -> str | None:
+    """Apply ``result``; None, or what was wrong (then nothing was applied, or it was rolled back)."""
+    if not result.finite():
+        return f"non-finite loss or gradient (loss {result.loss})"
+    backup = _backup(state)
+    _apply(state, result)
+    problem = recipe.check_state(state)
+    if problem is not None:
+        _restore(state, backup)
+        return f"the update was rolled back: {problem}"
+    return None
 
 
 def _apply(state: RunState, result: StepResult) -> None:
@@ -216,16 +271,24 @@ def _restore(state: RunState, backup) -> None:
 
 
 def _evaluate(recipe, ctx, state: RunState, loggers) -> None:
-    m = recipe.evaluate(ctx, state)
+    mark = _rng(state)
+    try:
+        m = recipe.evaluate(ctx, state)
+    except KeyboardInterrupt:
+        _put_back(state, mark)  # a resumed run repeats this evaluation from the same random state
+        raise
     if m is None:
+        state.eval_pending = False
         return
     it = state.iteration
     record = {k: m[k] for k in ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "rsum")}
-    state.history["eval"].append({"iteration": it, **record})
+    with shielded():
+        state.eval_pending = False
+        state.history["eval"].append({"iteration": it, **record})
+        if state.best is None or m["rsum"] > state.best["rsum"]:
+            state.best = {"iteration": it, "rsum": m["rsum"]}
+            ps = recipe.snapshot(ctx, state)
+            ps.meta["selected"] = {"by": "dev rsum", "iteration": it, "rsum": m["rsum"]}
+            _save(ctx, ps, Path(ctx.out) / "best")
     split = ctx.eval_data.split.name if getattr(ctx.eval_data, "split", None) is not None else "dev"
     loggers.scalars(it, {f"{split}/{k}": v for k, v in record.items()})
-    if state.best is None or m["rsum"] > state.best["rsum"]:
-        state.best = {"iteration": it, "rsum": m["rsum"]}
-        ps = recipe.snapshot(ctx, state)
-        ps.meta["selected"] = {"by": "dev rsum", "iteration": it, "rsum": m["rsum"]}
-        _save(ctx, ps, Path(ctx.out) / "best")

@@ -17,7 +17,8 @@ from typing import Callable
 import torch
 
 from .data import to_float
-from .errors import ConfigError
+from .config import MAX_LR, check_ranges, ranged
+from .errors import ConfigError, DivergedError
 from .losses import contrastive_loss, similarity_bce_loss
 from .model import DualEncoder
 from .pipeline import PairData
@@ -31,28 +32,19 @@ class SGDConfig:
     """Minibatch SGD of a dual encoder's trainable parameters."""
 
     #: passes over the training pairs
-    epochs: int = 50
+    epochs: int = ranged(50, 1)
     #: pairs per SGD step
-    batch_size: int = 64
+    batch_size: int = ranged(64, 2)
     #: SGD learning rate (both modalities)
-    lr: float = 0.1
+    lr: float = ranged(0.1, 0, MAX_LR, lo_open=True)
     #: SGD momentum
-    momentum: float = 0.9
+    momentum: float = ranged(0.9, 0, 1, hi_open=True)
     #: SGD weight decay (L2)
-    weight_decay: float = 5e-4
+    weight_decay: float = ranged(5e-4, 0, 1)
 
     def check(self, owner: str = "training") -> None:
-        """Raise ConfigError for values no training can use."""
-        if self.epochs < 1:
-            raise ConfigError(f"{owner}: epochs must be at least 1 (got {self.epochs}).")
-        if self.batch_size < 2:
-            raise ConfigError(f"{owner}: batch_size must be at least 2 (got {self.batch_size}).")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"{owner}: lr must be a positive number (got {self.lr}).")
-        if not (0 <= self.momentum < 1):
-            raise ConfigError(f"{owner}: momentum must be in [0, 1) (got {self.momentum}).")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(f"{owner}: weight_decay must be >= 0 (got {self.weight_decay}).")
+        """Raise ConfigError for values no training can use (outside the options' ranges)."""
+        check_ranges(self, owner)
 
 
 @dataclass(frozen=True)
@@ -71,7 +63,7 @@ class FullDataConfig(SGDConfig):
     #: choose the epochs on images held out of the training split, then retrain on all of it
     select_epochs: bool = True
     #: training images held out to choose the epochs (0: 10% of them)
-    select_images: int = 0
+    select_images: int = ranged(0, 0)
     #: seed of the model's initialisation, the batch order and the held-out images
     seed: int = 0
 
@@ -138,11 +130,17 @@ def train_model(model: DualEncoder, data: PairData, cfg: SGDConfig, *, seed: int
                 if on_batch:
                     on_batch(idx, img_emb.detach(), txt_emb.detach())
                 if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"the training loss became {loss.item()} at epoch {epoch} "
-                                             f"(learning rates {li:g} / {lt:g})")
+                    raise DivergedError(f"{desc}: the training loss became {loss.item()} at epoch {epoch} with "
+                                        f"learning rates {li:g} (image) / {lt:g} (text). Lower the learning rate "
+                                        f"(--lr).", loss=loss.item(), epoch=epoch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            bad = [n for n, p in model.trainable_named().items() if not bool(torch.isfinite(p).all())]
+            if bad:
+                raise DivergedError(f"{desc}: parameters became non-finite ({', '.join(bad[:3])}) in epoch {epoch} "
+                                    f"with learning rates {li:g} (image) / {lt:g} (text). Lower the learning rate "
+                                    f"(--lr).", loss=float("nan"), epoch=epoch)
             if on_epoch:
                 on_epoch(epoch, model)
             task.update(1)

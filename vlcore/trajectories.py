@@ -3,15 +3,21 @@
 A *buffer* is a folder:
 
     index.json                 format, model spec, text dim, per-modality parameter names and
-                               shapes, dataset, expert config, base seed, versions, finished experts
+                               shapes, dataset, expert config, base seed, versions, and the finished
+                               experts: each file's sha256 and size
     expert_000.safetensors     for every epoch e = 0..T: ``img.e`` and ``txt.e``, the flat vector of
                                that modality's trainable parameters after epoch e (e = 0: the start)
 
-Each expert file is written atomically, so an interrupted run resumes at the next unfinished
-expert.  Experts are independent and can be trained in parallel worker processes.
+Each expert file is written atomically, then recorded in index.json, so an interrupted run resumes
+at the next unfinished expert.  A buffer whose files do not match index.json (deleted, truncated,
+changed) is refused, and a distillation's run key holds the experts' checksums, so a checkpoint
+never resumes against another buffer.  The same seed gives byte-identical expert files.  Experts
+are independent and can be trained in parallel worker processes.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -19,8 +25,10 @@ from pathlib import Path
 
 import torch
 
+from .config import ranged
 from .errors import DataError, IncompatibleError
-from .io import atomic_path, fingerprint, read_json, versions, write_json
+from .interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from .io import atomic_path, fingerprint, read_json, sha256_file, versions, write_json
 from .model import DualEncoder, ModelSpec
 from .pipeline import PairData, build_model, features_for
 from .progress import NULL, Progress
@@ -45,7 +53,7 @@ class ExpertConfig(SGDConfig):
     momentum or weight decay, batch 128), parameters saved after every epoch."""
 
     #: experts to train (each from its own seed)
-    num_experts: int = 5
+    num_experts: int = ranged(5, 1)
     #: epochs per expert (its parameters are saved after each)
     epochs: int = 10
     #: expert SGD learning rate; none: 0.1 (the paper's) when backbone weights train (full, lora), 0.01
@@ -117,16 +125,34 @@ def train_one_expert(spec: ModelSpec, data: PairData, cfg: ExpertConfig, index: 
                 snaps[f"{mod}.{e}"] = v.clone()
 
     train_model(model, data, cfg.resolved(spec), seed=seed, features=features, device=device, on_epoch=on_epoch)
+    # one metadata entry: safetensors keeps metadata in a hash map, whose order (and so the file's
+    # bytes) would vary between runs
+    info = json.dumps({"expert": index, "seed": seed, "epochs": cfg.epochs}, sort_keys=True)
     with atomic_path(path) as tmp:
-        save_file(snaps, str(tmp), metadata={"expert": str(index), "seed": str(seed), "epochs": str(cfg.epochs)})
+        save_file(snaps, str(tmp), metadata={"vlcore": info})
     return path
 
 
 def _worker(args):
     spec_d, data, cfg_d, index, path, features, device, threads = args
     torch.set_num_threads(threads)
-    train_one_expert(ModelSpec.from_dict(spec_d), data, ExpertConfig(**cfg_d), index, Path(path), features, device)
+    try:
+        with sigterm_as_interrupt():  # a terminated worker removes its temporary file...
+            train_one_expert(ModelSpec.from_dict(spec_d), data, ExpertConfig(**cfg_d), index, Path(path), features,
+                             device)
+    except KeyboardInterrupt as exc:  # ...and stops (the pool would go on with the next queued expert)
+        os._exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     return index
+
+
+def file_record(path: Path) -> dict:
+    """What index.json records of an expert file: its sha256 and size."""
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _retrain(path: Path) -> str:
+    return (f"Restore it, or delete it and retrain it: `vl experts --config {path / 'config.toml'} --out {path} "
+            f"--resume` trains the experts a buffer lacks.")
 
 
 class Buffer:
@@ -137,36 +163,69 @@ class Buffer:
         if not (self.path / "index.json").exists():
             raise DataError(f"'{self.path}' is not an expert buffer (no index.json). Create one with "
                             f"`vl experts ... --out {self.path}`.")
-        self.index = read_json(self.path / "index.json")
-        if self.index.get("format") != FORMAT:
-            raise DataError(f"{self.path / 'index.json'}: format {self.index.get('format')!r}, expected {FORMAT!r}.")
-        self.spec = ModelSpec.from_dict(self.index["spec"])
-        self.layout: dict[str, list[list]] = self.index["layout"]
-        self.epochs: int = int(self.index["expert"]["epochs"])
+        self.index = _read_index(self.path / "index.json")
+        try:
+            self.spec = ModelSpec.from_dict(self.index["spec"])
+            self.layout: dict[str, list[list]] = self.index["layout"]
+            self.epochs: int = int(self.index["expert"]["epochs"])
+            experts = self.index["experts"]
+            if not isinstance(experts, dict):
+                raise TypeError("experts is not a mapping")
+        except (KeyError, TypeError, ValueError) as exc:
+            legacy = isinstance(exc, KeyError) and exc.args == ("experts",)
+            what = ("records no checksums of its expert files (a buffer of an older vlcore)" if legacy
+                    else f"is damaged ({type(exc).__name__}: {exc})")
+            raise DataError(f"{self.path / 'index.json'} {what}. `vl experts --config {self.path / 'config.toml'} "
+                            f"--out {self.path} --resume` checks the expert files and records them.") from None
+        #: expert file name -> {"sha256", "bytes"}, as index.json records them
+        self.experts: dict[str, dict] = dict(sorted(experts.items()))
+        for name, rec in self.experts.items():
+            p = self.path / name
+            if not p.is_file():
+                raise DataError(f"Expert file {p}, listed in {self.path / 'index.json'}, is missing: the buffer was "
+                                f"changed. {_retrain(self.path)}")
+            if p.stat().st_size != rec.get("bytes"):
+                raise DataError(f"Expert file {p} has {p.stat().st_size} bytes but index.json records "
+                                f"{rec.get('bytes')}: it was truncated or changed. {_retrain(self.path)}")
+        unlisted = sorted(p.name for p in self.path.glob("expert_*.safetensors") if p.name not in self.experts)
+        if unlisted:
+            log.warning("buffer %s: %s not listed in index.json (an interrupted `vl experts`?) and not used; "
+                        "`vl experts ... --resume` records it", self.path, ", ".join(unlisted))
 
     def content_key(self) -> dict:
         """What the trajectories are, independent of where the folder is (a copied or moved buffer
-        has the same key): spec, text dim, parameter layout, expert config (but the number of
-        experts, which may grow) and the training data's fingerprint."""
+        has the same key, a changed one another): spec, text dim, parameter layout, expert config
+        (but the number of experts), the training data's fingerprint, and the experts' checksums."""
         idx = self.index
         return {"spec": idx["spec"], "text_dim": idx["text_dim"], "layout": fingerprint(idx["layout"]),
                 "expert": {k: v for k, v in (idx.get("expert") or {}).items() if k != "num_experts"},
-                "data": (idx.get("dataset") or {}).get("fingerprint")}
+                "data": (idx.get("dataset") or {}).get("fingerprint"),
+                "experts": fingerprint({n: r.get("sha256") for n, r in self.experts.items()})}
 
     def expert_files(self) -> list[Path]:
-        return sorted(self.path.glob("expert_*.safetensors"))
+        return [self.path / n for n in self.experts]
 
     @property
     def num_experts(self) -> int:
-        return len(self.expert_files())
+        return len(self.experts)
 
     def load(self, i: int) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
+        """Expert ``i``'s snapshots, after checking the file against its checksum in index.json."""
+        from safetensors.torch import load
 
         files = self.expert_files()
         if not files:
             raise DataError(f"Buffer '{self.path}' holds no finished expert yet. Run `vl experts` (it resumes).")
-        return load_file(str(files[i]))
+        p = files[i]
+        data = p.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.experts[p.name].get("sha256"):
+            raise DataError(f"Expert file {p} does not match its checksum in index.json: it was changed or damaged "
+                            f"since `vl experts` wrote it. {_retrain(self.path)}")
+        try:
+            return load(data)
+        except Exception as exc:
+            raise DataError(f"Expert file {p} is not a readable trajectory file ({type(exc).__name__}: {exc}). "
+                            f"{_retrain(self.path)}") from None
 
     def params(self, expert: dict[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
         """Named parameters of both modalities at ``epoch``."""
@@ -209,8 +268,10 @@ def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str |
              "num_params": {m: sum(_numel(s) for _, s in layout[m]) for m in MODALITIES},
              "dataset": dataset_info, "expert": asdict(cfg), "versions": versions()}
     idx_path = out / "index.json"
+    recorded: dict = {}
     if idx_path.exists():
-        old = read_json(idx_path)
+        old = _read_index(idx_path)
+        recorded = old.get("experts") if isinstance(old.get("experts"), dict) else {}
         same = (old.get("spec") == index["spec"] and old.get("layout") == layout and old.get("text_dim") == text_dim
                 and {k: v for k, v in old.get("expert", {}).items() if k != "num_experts"}
                 == {k: v for k, v in index["expert"].items() if k != "num_experts"}
@@ -218,30 +279,90 @@ def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str |
         if not same:
             raise IncompatibleError(f"'{out}' already holds a buffer made with other settings (model, data or "
                                     f"expert config). Choose another --out or delete it.")
+    index["experts"] = _finished(out, recorded)
     write_json(idx_path, index)
     features = features_for(spec, data, device=device, progress=progress)
-    todo = [i for i in range(cfg.num_experts) if not (out / f"expert_{i:03d}.safetensors").exists()]
+    todo = [i for i in range(cfg.num_experts) if f"expert_{i:03d}.safetensors" not in index["experts"]]
     task = progress.task(f"experts ({spec.encoder}, {spec.trainable}, {data.num_pairs} pairs)", cfg.num_experts,
                          unit="expert", initial=cfg.num_experts - len(todo))
-    if workers <= 1 or len(todo) <= 1:
+
+    def done(i: int) -> None:  # record the expert file just written
+        name = f"expert_{i:03d}.safetensors"
+        index["experts"] = dict(sorted({**index["experts"], name: file_record(out / name)}.items()))
+        write_json(idx_path, index)
+        task.update(1)
+
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for i in todo:
+                train_one_expert(spec, data, cfg, i, out / f"expert_{i:03d}.safetensors", features, device)
+                done(i)
+        else:
+            _train_parallel(spec, data, cfg, out, todo, features, device, workers, done)
+    except BaseException:  # Ctrl-C, SIGTERM, an error: no temporary file of ours stays behind
         for i in todo:
-            train_one_expert(spec, data, cfg, i, out / f"expert_{i:03d}.safetensors", features, device)
-            task.update(1)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        import torch.multiprocessing  # noqa: F401  (shares tensors with workers)
-
-        threads = max(1, torch.get_num_threads() // workers)
-        jobs = [(spec.as_dict(), data, asdict(cfg), i, str(out / f"expert_{i:03d}.safetensors"), features, device,
-                 threads) for i in todo]
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-            for fut in as_completed([ex.submit(_worker, j) for j in jobs]):
-                fut.result()
-                task.update(1)
-    task.close()
+            for p in out.glob(f".expert_{i:03d}.safetensors.*.tmp"):
+                p.unlink(missing_ok=True)
+        raise
+    finally:
+        task.close()
     return Buffer(out)
+
+
+def _train_parallel(spec, data, cfg, out: Path, todo: list[int], features, device, workers: int, done) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch.multiprocessing  # noqa: F401  (shares tensors with workers)
+
+    threads = max(1, torch.get_num_threads() // workers)
+    jobs = [(spec.as_dict(), data, asdict(cfg), i, str(out / f"expert_{i:03d}.safetensors"), features, device,
+             threads) for i in todo]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        try:
+            for fut in as_completed([ex.submit(_worker, j) for j in jobs]):
+                done(fut.result())
+        except BaseException:
+            procs = list((getattr(ex, "_processes", None) or {}).values())  # shutdown() forgets them
+            ex.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()  # SIGTERM: each worker removes its temporary file and exits (see _worker)
+            raise
+
+
+def _read_index(path: Path) -> dict:
+    try:
+        index = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not readable JSON ({type(exc).__name__}: {exc}); the buffer's index is damaged. "
+                        f"Restore it, or train the buffer again into a new folder with `vl experts`.") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        got = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise DataError(f"{path}: format {got!r}, expected {FORMAT!r}; it is not the index of an expert buffer.")
+    return index
+
+
+def _finished(out: Path, recorded: dict) -> dict[str, dict]:
+    """The expert files of ``out`` that count as finished: those index.json lists (checked against
+    their record) and unlisted ones (written just before an interrupt, or by an older vlcore; each
+    written atomically, so complete) once they read as safetensors."""
+    from safetensors import safe_open
+
+    found = {}
+    for p in sorted(out.glob("expert_*.safetensors")):
+        rec = file_record(p)
+        if p.name in recorded and recorded[p.name] != rec:
+            raise DataError(f"Expert file {p} does not match its record in index.json (changed or damaged); delete "
+                            f"it, and this command trains it again.")
+        if p.name not in recorded:
+            try:
+                with safe_open(str(p), framework="pt"):
+                    pass
+            except Exception:
+                raise DataError(f"Expert file {p} is not readable (damaged); delete it, and this command trains it "
+                                f"again.") from None
+        found[p.name] = rec
+    return found
 
 
 def _numel(shape) -> int:

@@ -2,9 +2,12 @@
 picklable image loader.  Problems raise :class:`vlcore.errors.DataError` naming the file and the fix."""
 from __future__ import annotations
 
+import logging
 import os
 
 from vlcore.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: how many missing files an error message lists before summarising the rest as a count
 SHOW_MISSING = 5
@@ -32,14 +35,33 @@ def need_root(name: str, root: str | None, what: str) -> str:
 
 
 def read_text(path: str, name: str, what: str) -> list[str]:
-    """The lines of a text file (without line endings), or a DataError naming the file."""
+    """The lines of a text file (without line endings), or a DataError naming the file.
+
+    Lines that are not valid UTF-8 are read with U+FFFD replacement characters and a warning names
+    the file, the lines and the fix (the text would otherwise change silently)."""
     if not os.path.isfile(path):
         raise DataError(f"Dataset '{name}': {what} {path} not found.")
     try:
-        with open(path, encoding="utf-8", errors="replace", newline=None) as f:
-            return f.read().splitlines()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as exc:
         raise DataError(f"Dataset '{name}': cannot read {what} {path}: {exc}.") from None
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        pass
+    lines, bad = [], []
+    for n, line in enumerate(raw.splitlines(), 1):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            lines.append(line.decode("utf-8", errors="replace"))
+            bad.append(f"line {n} (byte {line[exc.start:exc.start + 1]!r} at column {exc.start + 1})")
+    more = f" and {len(bad) - SHOW_MISSING} more" if len(bad) > SHOW_MISSING else ""
+    log.warning("Dataset '%s': %s %s is not valid UTF-8 at %s%s; those lines were read with replacement "
+                "characters (U+FFFD). Convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) to keep their "
+                "text.", name, what, path, ", ".join(bad[:SHOW_MISSING]), more)
+    return lines
 
 
 def missing_message(missing: list[str], total: int) -> str:

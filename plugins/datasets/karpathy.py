@@ -87,7 +87,11 @@ class _KarpathyDataset(Dataset):
             raise DataError(f"Dataset '{self.name}': annotation file {path} is not valid JSON "
                             f"(line {exc.lineno}, column {exc.colno}: {exc.msg}). Expected the Karpathy "
                             f"split file {self.JSON_NAME}; re-download it ({self.DOWNLOAD_HINT}).") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise DataError(f"Dataset '{self.name}': annotation file {path} is not valid UTF-8 (byte "
+                            f"{exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}), which JSON requires. "
+                            f"Re-download it ({self.DOWNLOAD_HINT}) or convert it to UTF-8.") from None
+        except OSError as exc:
             raise DataError(f"Dataset '{self.name}': cannot read annotation file {path}: {exc}.") from None
         fmt = ('{"images": [{"filename": ..., "split": "train"|"val"|"test"|"restval", '
                '"sentences": [{"raw": ...}, ...]}, ...]}')
