@@ -97,7 +97,7 @@ def floor_child(label: str, pairs: int, batch: int) -> dict:
 
     from vlcore.components import DistillContext
     from vlcore.matching import TrajectoryMatching
-    from vlcore.unroll import Unroll, student
+    from vlcore.unroll import student
 
     host, spec, train, buf, tmp = _setup(label, pairs)
     d = TrajectoryMatching(TrajectoryMatching.Config(pairs=pairs, syn_steps=2, max_start_epoch=1,
@@ -107,17 +107,9 @@ def floor_child(label: str, pairs: int, batch: int) -> dict:
     d.init_synthetic(ctx, state)
     times = {"step": [], "backward": []}
     for _ in range(3):
-        plan = d.plan(state)
-        start, target = d._trajectory(plan.expert, plan.start_epoch, "cpu")
-        inputs = d.student_inputs(ctx, state, plan)
-        key = "features" if d.model.frozen else "images"
-
-        def step_loss(params, k):
-            x, t = d.student_batch(inputs, plan, k)
-            img, txt = d.forward(params, **{key: x}, text=t)
-            return d.inner_loss(img, txt, plan.batches[k], inputs)
-
-        u = Unroll(d.layout, start, target, {"img": inputs["lr_img"], "txt": inputs["lr_txt"]}, 2, step_loss)
+        u, inputs = d.build_unroll(ctx, state, d.plan(state))
+        u.steps = 2
+        start = u.start
         t0 = time.perf_counter()
         u.update(start.clone().requires_grad_(True), 0, create_graph=True)
         t1 = time.perf_counter()

@@ -293,8 +293,8 @@ class TrajectoryMatching(Distiller):
         """The student's loss on one synthetic minibatch: the contrastive loss (T = 0.07)."""
         return contrastive_loss(img_emb, txt_emb)
 
-    def step(self, ctx: DistillContext, state: RunState) -> StepResult:
-        plan = self.plan(state)
+    def build_unroll(self, ctx: DistillContext, state: RunState, plan: Plan) -> tuple[Unroll, dict]:
+        """The student trajectory of ``plan`` and the inputs it reads (what :meth:`step` differentiates)."""
         start, target = self._trajectory(plan.expert, plan.start_epoch, ctx.device)
         inputs = self.student_inputs(ctx, state, plan)
         key = "features" if self.model.frozen else "images"
@@ -306,6 +306,10 @@ class TrajectoryMatching(Distiller):
 
         u = Unroll(self.layout, start, target, {"img": inputs["lr_img"], "txt": inputs["lr_txt"]},
                    self.config.syn_steps, step_loss)
+        return u, inputs
+
+    def step(self, ctx: DistillContext, state: RunState) -> StepResult:
+        u, inputs = self.build_unroll(ctx, state, self.plan(state))
         wrt = {k: v for k, v in inputs.items() if v.requires_grad}
         res = self.backend.run(u, list(wrt.values()))
         grads = self._chain(state, wrt, res.grads)
