@@ -311,7 +311,7 @@ def test_every_shipped_recipe_parses_and_resolves(path):
         assert settings["image-size"] == 224 and settings["text-encoder"] == "bert"
         assert (settings["syn-steps"], settings["expert-epochs"], settings["max-start-epoch"]) == (8, 1, 2)
         assert settings["lr-images"] == settings["lr-text"] == 1000.0 and settings["lr-lr"] == 0.01
-        assert exp.stage("buffer").settings["num-experts"] == 20 and exp.stage("buffer").settings["epochs"] == 10
+        assert exp.stage("buffer").settings["num-experts"] == 20 and exp.stage("buffer").settings["train-epochs"] == 10
 
 
 def test_the_demo_is_the_embedded_recipe():
