@@ -1,9 +1,12 @@
-"""The Flickr8k results table: full-data models, distilled sets and the four coreset baselines,
-all evaluated on the dev split (never test).  Every step is a `vl` command; outputs go to runs/ and
-are reused when present (the run resumes), and the tables are written to benchmarks/FLICKR8K.md,
-which RESULTS.md includes.
+"""The Flickr8k table: the full-data model, bitraj / LoRS / RepBlend at 100-500 pairs, the four
+coresets at 100-1000 pairs and the ablations, all on one protocol, evaluated on the dev split.
 
-    python benchmarks/flickr8k.py [--data ../shared/data/flickr8k-dev] [--seeds 3]
+Every row is a shipped recipe run by `vl run` (the buffer stages shared between rows: they are the
+same experts); a row's command is in the table, so it can be rerun alone.  Outputs go to
+runs/f8k/ and are reused when present (a row's stages resume), the tables to
+benchmarks/FLICKR8K.md, which RESULTS.md includes.
+
+    python benchmarks/flickr8k.py [--data ../shared/data/flickr8k-dev] [--only lors]
 """
 from __future__ import annotations
 
@@ -11,141 +14,175 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "runs"
-MODEL = ["--encoder", "effnet-lite0", "--text-encoder", "minilm", "--image-size", "112", "--trainable", "frozen"]
-BUDGETS = [100, 200, 500, 1000]
-METHODS = ["random", "herding", "kcenter", "forgetting"]
+RUNS = Path("runs") / "f8k"  # relative to ROOT (the commands run there), as the table shows them
 KEYS = ["tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10"]
+DISTILLERS = ["bitraj", "lors", "repblend"]
+CORESETS = ["random", "herding", "kcenter", "forgetting"]
+#: the buffer each recipe's experts stage is shared as
+BUFFER = {"repblend": "buffer-mlp"}
+#: (key, recipe, overrides, label)
+ROWS = ([(f"full-{s}", "flickr8k-full", {"full.seed": s}, "full training split") for s in (0, 1, 2)] +
+        [(f"{m}-{n}", f"flickr8k-{m}-{n}", {}, m) for m in DISTILLERS for n in (100, 200, 500)] +
+        [(f"{m}-{n}", f"flickr8k-{m}-{n}", {}, m) for m in CORESETS for n in (100, 200, 500, 1000)] +
+        [("repblend-100-noblend", "flickr8k-repblend-100", {"distilled.blend": "false"}, "RepBlend without blending"),
+         ("lors-100-nosim", "flickr8k-lors-100", {"distilled.learn-similarity": "false"}, "LoRS without S")])
 
 
-def vl(args: list[str], log: dict, key: str, out: Path, done: Path, again: str = "--overwrite") -> None:
-    """Run `vl ARGS` unless ``done`` exists; record the command and its wall time.  An ``out`` left by
-    an interrupted run is continued (``again="--resume"``: experts, distill) or replaced (the others):
-    a `vl` command refuses an occupied folder unless told which."""
-    cmd = ["vl", *args]
-    shown = " ".join(shlex.quote(a) for a in cmd).replace(str(ROOT) + "/", "").replace(
-        str(ROOT.parent / "shared"), "../shared")
-    if done.exists() and key in log:
-        log[key]["command"] = shown
-        return
-    if out.is_dir() and any(out.iterdir()):
-        cmd.append(again)  # not in the recorded command: the settings are the same
-    print(f"$ {shown}", flush=True)
-    t0 = time.time()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL if "--json" not in args else None)
-    log[key] = {"command": shown, "seconds": round(time.time() - t0, 1)}
+def command(key: str, recipe: str, sets: dict, data: str) -> list[str]:
+    method = recipe.split("-")[1]
+    sets = dict(sets)
+    if method in DISTILLERS + ["herding", "kcenter"]:
+        sets["buffer.out"] = str(RUNS / BUFFER.get(method, "buffer-linear"))
+    cmd = ["vl", "run", f"recipes/{recipe}.toml", "--data", data, "--out", str(RUNS / key), "--json"]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    return cmd
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "flickr8k-dev"))
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--iterations", type=int, default=200)
-    args = ap.parse_args()
-    data = ["--dataset", "flickr8k", "--data", args.data]
-    RUNS.mkdir(exist_ok=True)
-    log_path = RUNS / "f8k-log.json"
-    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+def shown(cmd: list[str]) -> str:
+    return shlex.join(cmd).replace(str(ROOT) + "/", "").replace(str(ROOT.parent / "shared"), "../shared")
 
-    def save():
-        log_path.write_text(json.dumps(log, indent=1))
 
-    # the full-data models (upper bounds)
-    for name, model in (("full-effnet", MODEL), ("full-convnet", ["--encoder", "convnet", "--text-encoder", "minilm",
-                                                                  "--image-size", "32", "--trainable", "full"])):
-        out = RUNS / f"f8k-{name}"
-        vl(["train", *data, *model, "--split", "dev", "--epochs", "10", "--out", str(out)], log, name, out,
-           out / "metrics.json")
-        save()
-    # experts and distillation
-    buf = RUNS / "f8k-buffer"
-    vl(["experts", *data, *MODEL, "--num-experts", "10", "--epochs", "4", "--out", str(buf)], log, "experts", buf,
-       buf / "expert_009.safetensors", again="--resume")
-    save()
-    sets = []
-    for n in (100, 200):
-        out = RUNS / f"f8k-bitraj-{n}"
-        vl(["distill", "--distiller", "bitraj", "--buffer", str(buf), "--pairs", str(n), "--iterations",
-            str(args.iterations), "--syn-steps", "8", "--expert-epochs", "1", "--max-start-epoch", "2",
-            "--lr-images", "100", "--lr-text", "100", "--lr-lr", "0.01", "--eval-every", "50", "--seed", "0",
-            "--out", str(out)], log, f"bitraj-{n}", out, out / "dev_recall.png", again="--resume")
-        save()
-        sets.append((f"bitraj-{n}", "bitraj", n, out))
-    # coresets: herding and k-center in the joint space of the buffer's expert; forgetting trains its own model
-    for method in METHODS:
-        for n in BUDGETS:
-            out = RUNS / f"f8k-{method}-{n}"
-            extra = ["--buffer", str(buf)] if method in ("herding", "kcenter") else [*data, *MODEL]
-            vl(["coreset", "--method", method, *extra, "--budget", str(n), "--seed", "0", "--out", str(out)], log,
-               f"{method}-{n}", out, out / "meta.json")
-            save()
-            sets.append((f"{method}-{n}", method, n, out))
-    # evaluation of every pair set
-    results = {}
-    for key, method, n, out in sets:
-        ev = out / "eval-dev" / "metrics.json"
-        vl(["eval", str(out), "--split", "dev", "--seeds", str(args.seeds), "--json"], log, f"eval-{key}", ev.parent,
-           ev)
-        save()
-        results[key] = json.loads(ev.read_text())
-    for name in ("full-effnet", "full-convnet"):
-        results[name] = json.loads((RUNS / f"f8k-{name}" / "metrics.json").read_text())
-    write_tables(results, log, args)
+def run_row(key, recipe, sets, data, log) -> dict:
+    cmd = command(key, recipe, sets, data)
+    t0, c0 = time.time(), os.times()
+    print(f"$ {shown(cmd)}", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{key} failed:\n{proc.stderr[-3000:]}")
+    c1 = os.times()
+    entry = log.setdefault(key, {})
+    entry["command"] = shown(cmd)
+    if re.search(r"\] \S+: vl ", proc.stderr + proc.stdout) or "wall_s" not in entry:  # a stage ran: measured
+        entry["wall_s"] = round(time.time() - t0, 1)
+        entry["cpu_s"] = round(c1.children_user + c1.children_system - c0.children_user - c0.children_system, 1)
+    metrics = ROOT / RUNS / key / "full" / "metrics.json"  # a train stage: its metrics file (no eval stage)
+    if metrics.exists():
+        return json.loads(metrics.read_text())
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def details(key: str) -> dict:
+    out = ROOT / RUNS / key
+    p = out / "eval" / "details.json"
+    found = json.loads(p.read_text()) if p.exists() else {}
+    meta = out / "distilled" / "meta.json"
+    if meta.exists():
+        m = json.loads(meta.read_text())
+        found["distill_s"] = m.get("seconds")
+        found["iterations"] = m.get("iterations_done")
+    return found
 
 
 def cell(m, k):
     return f"{m[k]:.1f}±{m.get(k + '_std', 0):.1f}"
 
 
-def write_tables(results, log, args):
+def mean_std(runs: list[dict]) -> dict:
+    import statistics
+
+    out = {}
+    for k in KEYS + ["rsum"]:
+        vals = [r[k] for r in runs]
+        out[k] = statistics.fmean(vals)
+        out[k + "_std"] = statistics.pstdev(vals)
+    return out
+
+
+def write_tables(results: dict, log: dict, data: str) -> None:
     machine = f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}"
-    L = ["# Flickr8k (dev split) results", "",
-         f"Produced by `python benchmarks/flickr8k.py --seeds {args.seeds} --iterations {args.iterations}` on "
-         f"{machine}, {time.strftime('%Y-%m-%d')}. Model for every row but the last: frozen ImageNet "
-         "EfficientNet-Lite0 at 112 px + trainable heads (image Linear 1280->256, text head 384->256), "
-         "text encoder all-MiniLM-L6-v2 (frozen). Each pair set is evaluated by training fresh models "
-         f"({args.seeds} seeds, SGD momentum 0.9, weight decay 5e-4, batch 64, 50 epochs; lr = the learned step "
-         "size for distilled sets, 0.03 for coresets) and measuring retrieval on Flickr8k dev (1,000 images x "
-         "5 captions). Mean±std over seeds, percent. Distilled rows are the *last* set of each run (no "
-         "selection on dev).", ""]
-    L += ["## Distilled vs random vs the full data (TR = image->text, IR = text->image)", "",
-          "| training set | pairs | TR@1 | TR@5 | TR@10 | IR@1 | IR@5 | IR@10 | wall time (s) |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    rows = [("random", "random-100", 100), ("random", "random-200", 200), ("random", "random-1000", 1000),
-            ("bitraj (distilled)", "bitraj-100", 100), ("bitraj (distilled)", "bitraj-200", 200),
-            ("full training split", "full-effnet", 30000),
-            ("full, convnet from scratch (32 px)", "full-convnet", 30000)]
-    for label, key, n in rows:
-        m = results[key]
-        secs = log.get(key, {}).get("seconds", "")
-        L.append(f"| {label} | {n} | " + " | ".join(cell(m, k) for k in KEYS) + f" | {secs} |")
-    L += ["", "## Coreset baselines (the paper's Table 1 layout) and distillation", ""]
+    full = mean_std([results[f"full-{s}"] for s in (0, 1, 2)])
+    L = ["# Flickr8k (dev split): distillation, coresets and the full data on one protocol", "",
+         f"Produced by `python benchmarks/flickr8k.py` on {machine}, {time.strftime('%Y-%m-%d')}; every row is a "
+         "recipe of `recipes/` run by `vl run` (its command below). Model: frozen ImageNet EfficientNet-Lite0 at "
+         "112 px with trainable heads (image: Linear 1280->256; RepBlend: its MLP head 1280->256, as the "
+         "text head), text encoder all-MiniLM-L6-v2 (frozen, 384-d). Each pair set is evaluated by training "
+         "fresh models on it (3 seeds, SGD momentum 0.9, weight decay 5e-4, batch 64, 50 epochs, fixed in "
+         "advance; lr = the learned step size for distilled sets, 0.03 for coresets; LoRS and RepBlend sets "
+         "train on their learned similarity) and measuring retrieval on Flickr8k dev (1,000 images x 5 "
+         "captions). Mean±std over the seeds, percent. Distilled rows are the *last* set of each run "
+         "(nothing selected on dev); their settings were tuned on held-out training images "
+         "(benchmarks/TUNING.md), not on dev. Storage counts every float a set holds (pixels, text "
+         "embeddings, step sizes, LoRS's similarity factors): LoRS and RepBlend store one pair fewer to "
+         "pay for their similarity matrix, so each budget is the same storage for every method.", ""]
+    L += ["## The table", "",
+          "| training set | pairs | storage (floats) | TR@1 | TR@5 | TR@10 | IR@1 | IR@5 | IR@10 | rsum | "
+          "distillation wall (s) | s / iteration | CPU (s) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def line(label, key, m, n, storage):
+        e = log.get(key, {})
+        d = results.get(key, {})
+        its = d.get("iterations")
+        sit = f"{d['distill_s'] / its:.2f}" if d.get("distill_s") and its else ""
+        return (f"| {label} | {n} | {storage} | " + " | ".join(cell(m, k) for k in KEYS) +
+                f" | {m['rsum']:.1f} | {d.get('distill_s', '') or ''} | {sit} | {e.get('cpu_s', '')} |")
+
+    L.append(line("full training split (3 seeds)", "full-0", full, "30,000", "-"))
+    for m in DISTILLERS:
+        for n in (100, 200, 500):
+            key = f"{m}-{n}"
+            st = results[key].get("storage") or {}
+            L.append(line(f"{m} (distilled)", key, results[key], st.get("pairs", n), f"{st.get('floats', 0):,}"))
+    for m in CORESETS:
+        for n in (100, 200, 500, 1000):
+            key = f"{m}-{n}"
+            st = results[key].get("storage") or {}
+            L.append(line(f"{m} (coreset)", key, results[key], n, f"{st.get('floats', 0):,}"))
+    for key, label in (("repblend-100-noblend", "RepBlend without blending"), ("lors-100-nosim", "LoRS without S")):
+        st = results[key].get("storage") or {}
+        L.append(line(f"{label} (ablation)", key, results[key], st.get("pairs", 100), f"{st.get('floats', 0):,}"))
+    best100 = max(DISTILLERS, key=lambda m: results[f"{m}-100"]["rsum"])
+    best_core = max(CORESETS, key=lambda m: results[f"{m}-1000"]["rsum"])
+    b, c = results[f"{best100}-100"], results[f"{best_core}-1000"]
+    L += ["", f"Best distilled 100-pair set: **{best100}**, TR@1 {b['tr_r1']:.1f} / IR@1 {b['ir_r1']:.1f}: "
+          f"{100 * b['tr_r1'] / full['tr_r1']:.0f}% / {100 * b['ir_r1'] / full['ir_r1']:.0f}% of the full-data "
+          f"model ({full['tr_r1']:.1f} / {full['ir_r1']:.1f}); the best coreset of 1000 pairs ({best_core}) reaches "
+          f"{c['tr_r1']:.1f} / {c['ir_r1']:.1f}.", ""]
+    L += ["## The paper's Table 1 layout (R@1 / R@5 / R@10)", ""]
     for side, keys in (("TR (image -> text)", KEYS[:3]), ("IR (text -> image)", KEYS[3:])):
-        L += [f"### {side}: R@1 / R@5 / R@10", "",
-              "| pairs | " + " | ".join(METHODS) + " | distilled (bitraj) |", "|---" * (len(METHODS) + 2) + "|"]
-        for n in BUDGETS:
-            row = [" / ".join(f"{results[f'{m}-{n}'][k]:.1f}" for k in keys) for m in METHODS]
-            d = results.get(f"bitraj-{n}")
-            row.append(" / ".join(f"{d[k]:.1f}" for k in keys) if d else "-")
+        L += [f"### {side}", "", "| pairs | " + " | ".join(CORESETS + DISTILLERS) + " |",
+              "|---" * (len(CORESETS) + len(DISTILLERS) + 1) + "|"]
+        for n in (100, 200, 500, 1000):
+            row = []
+            for m in CORESETS + DISTILLERS:
+                r = results.get(f"{m}-{n}")
+                row.append(" / ".join(f"{r[k]:.1f}" for k in keys) if r else "-")
             L.append(f"| {n} | " + " | ".join(row) + " |")
         L.append("")
-    L += ["Standard deviations of every cell are in the `eval-dev/metrics.json` of each run; R@1 std:", ""]
-    L += ["| pairs | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
-    for n in BUDGETS:
-        L.append(f"| {n} | " + " | ".join(f"TR {results[f'{m}-{n}']['tr_r1_std']:.1f}, IR "
-                                          f"{results[f'{m}-{n}']['ir_r1_std']:.1f}" for m in METHODS) + " |")
-    L += ["", "## Commands (in order) and wall time", "", "| step | command | wall time (s) |", "|---|---|---|"]
-    for key, v in log.items():
-        L.append(f"| {key} | `{v['command']}` | {v.get('seconds', '')} |")
+    L += ["## Commands", "", f"Data: `{data}` (any folder in the Flickr8k layout). Buffers are shared between "
+          "rows with `--set buffer.out=...`; without it a row trains the same experts itself.", "",
+          "| row | command | wall (s) | CPU (s) |", "|---|---|---|---|"]
+    for key, *_ in ROWS:
+        e = log.get(key, {})
+        L.append(f"| {key} | `{e.get('command', '')}` | {e.get('wall_s', '')} | {e.get('cpu_s', '')} |")
     (ROOT / "benchmarks" / "FLICKR8K.md").write_text("\n".join(L) + "\n")
     print(f"wrote {ROOT / 'benchmarks' / 'FLICKR8K.md'}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data/flickr8k-dev")
+    ap.add_argument("--only", help="rows whose key contains one of these (comma-separated)")
+    args = ap.parse_args()
+    (ROOT / RUNS).mkdir(parents=True, exist_ok=True)
+    log_path = ROOT / RUNS / "log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    results = {}
+    for key, recipe, sets, _ in ROWS:
+        if args.only and not any(o in key for o in args.only.split(",")):
+            continue
+        metrics = run_row(key, recipe, sets, args.data, log)
+        log_path.write_text(json.dumps(log, indent=1))
+        results[key] = {**metrics, **details(key)}
+    if len(results) == len(ROWS):
+        write_tables(results, log, args.data)
 
 
 if __name__ == "__main__":
