@@ -131,7 +131,29 @@ def emit(metrics: dict, as_json: bool, label: str) -> None:
 def claim_out(out, command: str, *, resume: bool = False, overwrite: bool = False, inputs=()):
     """Claim the output folder of this command (:class:`vlcore.outdir.OutputFolder`: checked, created,
     locked until the command ends); call ``.prepare()`` on the result right before writing."""
+    from vlcore import distributed
     from vlcore.outdir import OutputFolder
 
-    return click.get_current_context().with_resource(
+    across = command in ACROSS_RANKS  # under torchrun: rank 0 claims the folder; the others follow its answer
+    if across and not distributed.is_main():
+        return Follower(Path(out), distributed.broadcast())
+    folder = click.get_current_context().with_resource(
         OutputFolder(out, command, resume=resume, overwrite=overwrite, inputs=inputs))
+    if across:
+        distributed.broadcast(folder.resuming)
+    return folder
+
+
+#: the commands every rank runs under torchrun (the others run on rank 0 alone, inside `vl run`)
+ACROSS_RANKS = ("experts", "distill", "run")
+
+
+class Follower:
+    """The output folder as a rank other than 0 sees it: claimed (checked, locked, prepared) by
+    rank 0, which alone writes the command's files there."""
+
+    def __init__(self, path: Path, resuming: bool):
+        self.path, self.resuming = path, resuming
+
+    def prepare(self) -> Path:
+        return self.path

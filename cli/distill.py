@@ -57,9 +57,13 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
     in meta.json.  The options of the chosen --distiller follow as flags (`vl distill --distiller
     NAME --help` lists them).
 
+    Across processes or machines: `torchrun --nproc-per-node N vl distill ...` (each rank unrolls
+    --trajectories of its own per iteration, gradients averaged; rank 0 writes).
+
     An OUT that holds a distillation is continued with --resume (Ctrl-C and SIGTERM write a
     checkpoint first) or replaced with --overwrite; anything else there is refused.
     """
+    from vlcore import distributed
     from vlcore.components import DistillContext
     from vlcore.pipeline import build_text_encoder
     from vlcore.registry import get_host
@@ -68,7 +72,7 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
     ctx = click.get_current_context()
     opts = {**component_values(ctx), **parse_kv(distiller_opts, "--distiller-option")}
     ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
-    device = resolve_device(device)
+    device = resolve_device(device, distributed=True)
     host = get_host()
     if eval_split == "test":
         raise ConfigError("--eval-split test would select on the test split; use dev (report test once, with "
@@ -124,6 +128,8 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
                          meta={"defaults": {k: str(v) for k, v in picked.items()}, "run_name": out.name})
     t0 = time.time()
     ps = dist.distill(run)
+    if not distributed.is_main():  # rank 0 writes and reports
+        return
     # a buffer made by this run is not saved as --buffer: `--config OUT/config.toml --out NEW` makes its own
     resolved = {**spec_values(spec), **asdict(dist.config), "dataset": ds.dataset}
     if experts is not None:

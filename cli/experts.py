@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from vlcore.errors import ConfigError
 from vlcore.trajectories import ExpertConfig
 
 from .app import cli
@@ -32,14 +33,21 @@ def experts_cmd(workers, resume, overwrite, out, device, config, **kw):
     """Train expert trajectories on the full training split: --num-experts SGD runs of
     --train-epochs epochs each, parameters saved after every epoch.
 
+    Across processes or machines: `torchrun --nproc-per-node N vl experts ...` (expert i on rank
+    i mod N; the buffer equals a one-process run's).
+
     Resumable: after an interrupt (Ctrl-C, SIGTERM, kill), the same command with --resume trains
     only the experts that are missing; --overwrite replaces the buffer in OUT instead.
     """
+    from vlcore import distributed
     from vlcore.trajectories import train_experts
 
     ctx = click.get_current_context()
     ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
-    device = resolve_device(device)
+    if workers > 1 and distributed.launched():
+        raise ConfigError("--workers starts local processes, and torchrun has already started this one as a rank: "
+                          "use one of them (torchrun --nproc-per-node N, or --workers N without torchrun).")
+    device = resolve_device(device, distributed=True)
     spec = model_opts.spec()
     cfg = ExpertConfig(**given(ctx, kw, ExpertConfig)).resolved(spec)
     cfg.check("vl experts")
@@ -50,6 +58,8 @@ def experts_cmd(workers, resume, overwrite, out, device, config, **kw):
     t0 = time.time()
     buf = train_experts(spec, data, cfg, out, dataset_info=dataset_info(ds, data), device=device, workers=workers,
                         progress=BARS)
+    if not distributed.is_main():
+        return
     save_config(ctx, out, {**spec_values(spec), **cfg.__dict__})
     n = buf.index["num_params"]
     click.echo(f"buffer {out}: {buf.num_experts} experts x {cfg.epochs + 1} snapshots; matched parameters: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,15 +313,24 @@ def device_option(f):
                         help="Torch device: cpu, cuda, cuda:1, mps, or auto.")(f)
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, *, distributed: bool = False) -> str:
+    """The device to run on; under torchrun (``distributed``: the command runs across ranks) the
+    process group is joined and each rank gets ``cuda:LOCAL_RANK`` for ``cuda``."""
     import torch
 
+    from vlcore import distributed as dist
+
+    if dist.launched() and not distributed and not dist.active():  # (in `vl run`: rank 0 runs such a stage)
+        name = click.get_current_context().command_path
+        raise VLError(f"`{name}` runs in one process, but this one was launched as one of several ranks "
+                      f"(WORLD_SIZE={os.environ.get('WORLD_SIZE')}). Run it without torchrun; `vl experts`, "
+                      f"`vl distill` and `vl run` are the commands that run across ranks.")
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VLError(f"--device {device} was asked for but CUDA is not available here "
                       f"(torch {torch.__version__}). Use --device cpu.")
-    return device
+    return dist.init(device) if distributed else device
 
 
 def json_option(f):

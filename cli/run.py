@@ -17,7 +17,7 @@ from vlcore.outdir import COMMAND_KINDS, RESUMABLE, STAGE_RECORD, describe
 from .app import cli
 from .command import config_keys, flag_key
 from .common import LEGEND, claim_out, format_table, metric_keys_json
-from .options import eval_split_option, handle_errors
+from .options import eval_split_option, handle_errors, resolve_device
 
 #: the commands a stage may run
 STAGE_COMMANDS = ("experts", "distill", "coreset", "eval", "train")
@@ -109,46 +109,67 @@ def same_stage(record: dict, argv: list[str], out: Path, command: str) -> bool:
     return canonical(old, record.get("out", str(out))) == canonical(argv, str(out))
 
 
+def _stage_start(exp: Experiment, stage: Stage, argv: list[str], out: Path, folder: Path, i: int, n: int, line: str,
+                 echo) -> list[str] | None:
+    """Check a stage's folder and record its start; the extra flags it runs with (``--resume`` or
+    ``--overwrite`` for its own unfinished artifact), or None when it finished earlier."""
+    record = folder / RECORD
+    if record.exists():
+        rec = read_json(record)
+        if not same_stage(rec, argv, out, stage.command):
+            raise VLError(f"{folder} was made by other settings than this recipe's stage '{stage.name}' now "
+                          f"asks for (it ran `{' '.join(['vl', rec.get('command', '?'), *rec.get('argv', [])])}`). "
+                          f"Choose another --out, or delete {folder} to run the stage again.")
+        if rec.get("done"):
+            echo(f"[{i}/{n}] {stage.name}: done earlier, reused ({folder})")
+            return None
+    echo(f"[{i}/{n}] {stage.name}: {line}")
+    extra = []
+    found = describe(folder)
+    if not record.exists() and not found.empty:
+        raise VLError(f"{folder} holds {found.what}, which this recipe's stage '{stage.name}' did not make. "
+                      f"Choose another --out, or move {folder} away.")
+    if record.exists() and found.kind == COMMAND_KINDS[stage.command]:  # this stage's unfinished artifact
+        extra = ["--resume"] if found.kind in RESUMABLE else ["--overwrite"]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": False})
+    return extra
+
+
 def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, echo=click.echo) -> dict[str, dict]:
     """Run every stage of ``exp`` into ``out`` (a finished stage is reused; an interrupted one
     resumes: ``--resume`` for experts and distill stages, ``--overwrite`` for the others, and only
     in a folder holding that stage's own artifact); return the metrics of its eval stages by stage
     name.  The caller claims ``out`` (:func:`vlcore.cli.common.claim_out`)."""
+    from vlcore import distributed
+
     plans = [(s, stage_argv(exp, s, out, device)) for s in exp.stages]  # every stage checked before any runs
-    out.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()  # under torchrun: rank 0 decides and records; all ranks run experts and distill
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     n = len(plans)
     for i, (stage, argv) in enumerate(plans, 1):
         folder = stage_folder(exp, stage, out)
         record = folder / RECORD
         line = f"vl {stage.command} {shlex.join(argv)}"
-        if record.exists():
-            rec = read_json(record)
-            if not same_stage(rec, argv, out, stage.command):
-                raise VLError(f"{folder} was made by other settings than this recipe's stage '{stage.name}' now "
-                              f"asks for (it ran `{' '.join(['vl', rec.get('command', '?'), *rec.get('argv', [])])}`). "
-                              f"Choose another --out, or delete {folder} to run the stage again.")
-            if rec.get("done"):
-                echo(f"[{i}/{n}] {stage.name}: done earlier, reused ({folder})")
-                continue
-        echo(f"[{i}/{n}] {stage.name}: {line}")
-        extra = []
-        found = describe(folder)
-        if not record.exists() and not found.empty:
-            raise VLError(f"{folder} holds {found.what}, which this recipe's stage '{stage.name}' did not make. "
-                          f"Choose another --out, or move {folder} away.")
-        if record.exists() and found.kind == COMMAND_KINDS[stage.command]:  # this stage's unfinished artifact
-            extra = ["--resume"] if found.kind in RESUMABLE else ["--overwrite"]
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": False})
+        extra = _stage_start(exp, stage, argv, out, folder, i, n, line, echo) if main else None
+        extra = distributed.broadcast(extra)  # None: done earlier
+        if extra is None:
+            continue
         t0 = time.time()
         cmd = cli.commands[stage.command]
-        try:
-            cmd.main(args=argv + extra, prog_name=f"vl {stage.command}", standalone_mode=False)
-        except click.ClickException as exc:
-            raise VLError(f"stage '{stage.name}' of {exp.source} failed: {exc.format_message()}\n"
-                          f"(it ran: {line})") from None
-        write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": True,
-                            "seconds": round(time.time() - t0, 1)})
+        if main or stage.command in ("experts", "distill"):
+            try:
+                cmd.main(args=argv + extra, prog_name=f"vl {stage.command}", standalone_mode=False)
+            except click.ClickException as exc:
+                raise VLError(f"stage '{stage.name}' of {exp.source} failed: {exc.format_message()}\n"
+                              f"(it ran: {line})") from None
+        distributed.barrier()  # every rank is done with the stage
+        if main:
+            write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": True,
+                                "seconds": round(time.time() - t0, 1)})
+    if not main:
+        return {}
     return {s.name: read_json(stage_folder(exp, s, out) / "details.json") for s, _ in plans if s.command == "eval"}
 
 
@@ -211,7 +232,11 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
         for s in exp.stages:
             click.echo(f"vl {s.command} {shlex.join(stage_argv(exp, s, out, device))}")
         return
+    from vlcore import distributed
+
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    if distributed.launched():  # torchrun: the experts and distill stages run across the ranks
+        resolve_device(device or str(exp.common.get("device", "cpu")), distributed=True)
     claim_out(out, "run", resume=True).prepare()
     results = run_experiment(exp, out, device=device, echo=echo)
     if not results:

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .components import DistillContext, Distiller
 from .config import MAX_LR, check_ranges, ranged
 from .coreset import source_ids
@@ -61,6 +62,8 @@ class Plan:
     batches: list[torch.Tensor]
     #: per inner step, whatever :meth:`TrajectoryMatching.plan_step` drew
     steps: list[dict] = field(default_factory=list)
+    #: seed of torch's random streams during this unroll (dropout): the same draws on any rank
+    seed: int = 0
 
 
 class TrajectoryMatching(Distiller):
@@ -88,6 +91,9 @@ class TrajectoryMatching(Distiller):
         max_start_epoch: int = ranged(2, 1)
         #: synthetic pairs per inner step; 0 = the whole synthetic set (as published)
         batch_syn: int = ranged(0, 0)
+        #: trajectories unrolled per outer iteration, their gradients averaged (per rank under
+        #: torchrun: N ranks x K unroll N*K, the same as one process with N*K)
+        trajectories: int = ranged(1, 1)
         #: learning rate of the synthetic pixels (real images are in [0, 1])
         lr_images: float = ranged(100.0, 0, MAX_LR, lo_open=True)
         #: learning rate of the synthetic text embeddings
@@ -250,6 +256,7 @@ class TrajectoryMatching(Distiller):
             pos += bs
         plan = Plan(e, s, batches)
         plan.steps = [self.plan_step(state, k, idx) for k, idx in enumerate(batches)]
+        plan.seed = int(torch.randint(2 ** 62, (1,), generator=g))
         return plan
 
     def plan_step(self, state: RunState, k: int, idx: torch.Tensor) -> dict:
@@ -309,13 +316,34 @@ class TrajectoryMatching(Distiller):
         return u, inputs
 
     def step(self, ctx: DistillContext, state: RunState) -> StepResult:
-        u, inputs = self.build_unroll(ctx, state, self.plan(state))
-        wrt = {k: v for k, v in inputs.items() if v.requires_grad}
-        res = self.backend.run(u, list(wrt.values()))
-        grads = self._chain(state, wrt, res.grads)
-        metrics = {"img": res.parts.get("img", float("nan")), "txt": res.parts.get("txt", float("nan")),
-                   "lr_img": float(inputs["lr_img"].detach()), "lr_txt": float(inputs["lr_txt"].detach())}
-        return StepResult(res.loss, grads, metrics)
+        """One outer iteration: the mean over ``trajectories`` unrolls (and over the ranks under
+        torchrun) of the matching loss and its gradients.  The plans of every rank are drawn from
+        the one generator, so all ranks keep the same random state and rank r unrolls the r-th
+        share: N ranks with K trajectories each draw and unroll what one process with N*K does."""
+        k, rank = self.config.trajectories, distributed.rank()
+        plans = [self.plan(state) for _ in range(k * distributed.world_size())][rank * k:(rank + 1) * k]
+        loss, grads, parts, lrs = 0.0, {}, {"img": 0.0, "txt": 0.0}, {}
+        for plan in plans:
+            with torch.random.fork_rng(devices=[ctx.device] if str(ctx.device).startswith("cuda") else []):
+                torch.manual_seed(plan.seed)
+                u, inputs = self.build_unroll(ctx, state, plan)
+                wrt = {n: v for n, v in inputs.items() if v.requires_grad}
+                res = self.backend.run(u, list(wrt.values()))
+            for n, g in self._chain(state, wrt, res.grads).items():
+                if g is not None:
+                    grads[n] = g / k + grads[n] if n in grads else g / k
+            loss += res.loss / k
+            for m in parts:
+                parts[m] += res.parts.get(m, float("nan")) / k
+            lrs = {"lr_img": float(inputs["lr_img"].detach()), "lr_txt": float(inputs["lr_txt"].detach())}
+        if distributed.active():  # the mean over the ranks: every rank applies the same update
+            names = [n for n, v in state.learned.items() if v.requires_grad]
+            flat = [grads.get(n, torch.zeros_like(state.learned[n])) for n in names]
+            scalars = torch.tensor([loss, parts["img"], parts["txt"]], dtype=flat[0].dtype, device=flat[0].device)
+            *flat, scalars = distributed.mean([*flat, scalars])
+            grads = dict(zip(names, flat))
+            loss, parts["img"], parts["txt"] = (float(v) for v in scalars)
+        return StepResult(loss, grads, {**parts, **lrs})
 
     def _chain(self, state: RunState, wrt: dict[str, torch.Tensor], grads: list) -> dict[str, torch.Tensor | None]:
         """Gradients of the learned leaves from those of the student's inputs (one backward pass

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import distributed
 from .checkpoint import NAME as CHECKPOINT
 from .errors import VLError
 from .interrupt import shielded, sigterm_as_interrupt
@@ -113,8 +114,16 @@ def _run(recipe, ctx) -> "PairSet":
     c = recipe.config
     out = Path(ctx.out)
     path = out / CHECKPOINT
+    if not distributed.is_main():  # under torchrun rank 0 alone evaluates, logs and writes
+        from dataclasses import replace
+
+        from .loggers import Loggers
+        from .progress import NULL
+
+        ctx = replace(ctx, eval_data=None, progress=NULL, loggers=Loggers())
     state = recipe.setup(ctx)
-    out.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
     recipe.init_synthetic(ctx, state)  # on resume too: it makes the tensors and optimisers the checkpoint fills
     resumed = ctx.resume and path.exists()
     if resumed:
@@ -146,7 +155,7 @@ def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> "PairSet":
             _evaluate(recipe, ctx, state, loggers)
     except KeyboardInterrupt:
         with shielded(deliver=False):
-            recipe.save_checkpoint(ctx, state, path)
+            _checkpoint(recipe, ctx, state, path)
         log.warning("interrupted: the run state after iteration %d is saved in %s (continue with --resume)",
                     state.iteration, path)
         raise
@@ -156,18 +165,26 @@ def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> "PairSet":
     for w in warnings:
         log.warning("%s", w)
     with shielded():
-        recipe.save_checkpoint(ctx, state, path)
+        _checkpoint(recipe, ctx, state, path)
         ps = recipe.finalise(ctx, state)
         ps.meta["seconds"] = round(time.time() - t_start, 1)
         if warnings:
             ps.meta["warnings"] = warnings
         _save(ctx, ps, out)
-    recipe.figures(ctx, state, ps)
+    if distributed.is_main():
+        recipe.figures(ctx, state, ps)
     return ps
 
 
+def _checkpoint(recipe, ctx, state: RunState, path: Path) -> None:
+    if distributed.is_main():
+        recipe.save_checkpoint(ctx, state, path)
+
+
 def _save(ctx, ps: "PairSet", folder: Path) -> None:
-    """Save a pair set of the run with the run's own records (``ctx.meta``)."""
+    """Save a pair set of the run with the run's own records (``ctx.meta``); rank 0 alone."""
+    if not distributed.is_main():
+        return
     ps.meta.update(ctx.meta)
     ps.save(folder)
 
@@ -206,7 +223,7 @@ def _iterate(recipe, ctx, state: RunState, path: Path, task, loggers) -> None:
             state.iteration += 1
             task.update(1)
             if state.failures >= c.max_failures:
-                recipe.save_checkpoint(ctx, state, path)
+                _checkpoint(recipe, ctx, state, path)
                 _save(ctx, recipe.finalise(ctx, state), Path(ctx.out))
                 raise NonFiniteError(
                     f"{state.failures} iterations in a row failed (the last: {problem}); stopped at iteration "
@@ -229,7 +246,7 @@ def _iterate(recipe, ctx, state: RunState, path: Path, task, loggers) -> None:
         _evaluate(recipe, ctx, state, loggers)
     if c.checkpoint_every and done % c.checkpoint_every == 0:
         with shielded():
-            recipe.save_checkpoint(ctx, state, path)
+            _checkpoint(recipe, ctx, state, path)
             _save(ctx, recipe.snapshot(ctx, state), Path(ctx.out))
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import ranged
 from .errors import DataError, IncompatibleError
 from .interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt
@@ -268,28 +269,24 @@ def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str |
              "num_params": {m: sum(_numel(s) for _, s in layout[m]) for m in MODALITIES},
              "dataset": dataset_info, "expert": asdict(cfg), "versions": versions()}
     idx_path = out / "index.json"
-    recorded: dict = {}
-    if idx_path.exists():
-        old = _read_index(idx_path)
-        recorded = old.get("experts") if isinstance(old.get("experts"), dict) else {}
-        same = (old.get("spec") == index["spec"] and old.get("layout") == layout and old.get("text_dim") == text_dim
-                and {k: v for k, v in old.get("expert", {}).items() if k != "num_experts"}
-                == {k: v for k, v in index["expert"].items() if k != "num_experts"}
-                and old.get("dataset", {}).get("fingerprint") == dataset_info.get("fingerprint"))
-        if not same:
-            raise IncompatibleError(f"'{out}' already holds a buffer made with other settings (model, data or "
-                                    f"expert config). Choose another --out or delete it.")
-    index["experts"] = _finished(out, recorded)
-    write_json(idx_path, index)
-    features = features_for(spec, data, device=device, progress=progress)
-    todo = [i for i in range(cfg.num_experts) if f"expert_{i:03d}.safetensors" not in index["experts"]]
-    task = progress.task(f"experts ({spec.encoder}, {spec.trainable}, {data.num_pairs} pairs)", cfg.num_experts,
-                         unit="expert", initial=cfg.num_experts - len(todo))
-
-    def done(i: int) -> None:  # record the expert file just written
-        name = f"expert_{i:03d}.safetensors"
-        index["experts"] = dict(sorted({**index["experts"], name: file_record(out / name)}.items()))
+    if distributed.is_main():
+        index["experts"] = _check_existing(out, index)
         write_json(idx_path, index)
+    # under torchrun: the other ranks start once rank 0 has checked the folder and written the index
+    index = distributed.broadcast(index)
+    features = features_for(spec, data, device=device, progress=progress)
+    rank, world = distributed.rank(), distributed.world_size()
+    mine = [i for i in range(cfg.num_experts) if i % world == rank]  # expert i on rank i mod world size
+    todo = [i for i in mine if f"expert_{i:03d}.safetensors" not in index["experts"]]
+    shard = f", rank {rank} of {world}" if world > 1 else ""
+    task = progress.task(f"experts ({spec.encoder}, {spec.trainable}, {data.num_pairs} pairs{shard})", len(mine),
+                         unit="expert", initial=len(mine) - len(todo))
+
+    def done(i: int) -> None:  # record the expert file just written (rank 0: the others' at the end)
+        name = f"expert_{i:03d}.safetensors"
+        if distributed.is_main():
+            index["experts"] = dict(sorted({**index["experts"], name: file_record(out / name)}.items()))
+            write_json(idx_path, index)
         task.update(1)
 
     try:
@@ -306,7 +303,32 @@ def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str |
         raise
     finally:
         task.close()
+    if world > 1:
+        distributed.barrier()  # every rank's experts are written
+        if distributed.is_main():
+            index["experts"] = _finished(out, index["experts"])
+            write_json(idx_path, index)
+        distributed.barrier()  # the index lists them all
     return Buffer(out)
+
+
+def _check_existing(out: Path, index: dict) -> dict[str, dict]:
+    """The finished experts of the buffer already in ``out`` (none for a new folder); refuse a
+    buffer made with other settings."""
+    idx_path = out / "index.json"
+    recorded: dict = {}
+    if idx_path.exists():
+        old = _read_index(idx_path)
+        recorded = old.get("experts") if isinstance(old.get("experts"), dict) else {}
+        same = (old.get("spec") == index["spec"] and old.get("layout") == index["layout"]
+                and old.get("text_dim") == index["text_dim"]
+                and {k: v for k, v in old.get("expert", {}).items() if k != "num_experts"}
+                == {k: v for k, v in index["expert"].items() if k != "num_experts"}
+                and old.get("dataset", {}).get("fingerprint") == (index.get("dataset") or {}).get("fingerprint"))
+        if not same:
+            raise IncompatibleError(f"'{out}' already holds a buffer made with other settings (model, data or "
+                                    f"expert config). Choose another --out or delete it.")
+    return _finished(out, recorded)
 
 
 def _train_parallel(spec, data, cfg, out: Path, todo: list[int], features, device, workers: int, done) -> None:
