@@ -174,13 +174,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data/flickr8k-dev")
     ap.add_argument("--only", help="rows whose key contains one of these (comma-separated)")
+    ap.add_argument("--exact", action="store_true", help="--only names whole keys")
     args = ap.parse_args()
     (ROOT / RUNS).mkdir(parents=True, exist_ok=True)
     log_path = ROOT / RUNS / "log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
     results = {}
     for key, recipe, sets, _ in ROWS:
-        if args.only and not any(o in key for o in args.only.split(",")):
+        wanted = args.only.split(",") if args.only else []
+        if wanted and not any((o == key) if args.exact else (o in key) for o in wanted):
             done = log.get(key, {}).get("metrics")  # a row run before: in the table, not rerun
             if done:
                 results[key] = {**done, **details(key)}

@@ -90,6 +90,43 @@ def child(label: str, backend: str, steps: int, pairs: int, batch: int, iters: i
     return {"wall": wall, "cpu": cpu, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+#: (backend, options) compared with `func` in the gradient-error table
+VARIANTS = [("checkpoint", {}), ("checkpoint", {"store_dtype": "float16"}), ("checkpoint", {"store_dtype": "bfloat16"}),
+            ("tesla", {})]
+
+
+def accuracy_child(label: str, steps: int, pairs: int, batch: int) -> dict:
+    """The relative error, against `func`, of each variant's gradient (images, texts, step sizes)
+    for the same plan and dropout draws, in float32 on the real model."""
+    import torch
+
+    from vlcore.components import DistillContext
+    from vlcore.matching import TrajectoryMatching
+
+    host, spec, train, buf, tmp = _setup(label, pairs)
+    d = TrajectoryMatching(TrajectoryMatching.Config(pairs=pairs, syn_steps=steps, max_start_epoch=1,
+                                                     batch_syn=min(batch, pairs)))
+    ctx = DistillContext(spec=spec, buffer=buf, train=train, out=tmp / "ps", host=host)
+    state = d.setup(ctx)
+    d.init_synthetic(ctx, state)
+    plan = d.plan(state)
+
+    def grads(backend) -> dict:
+        torch.manual_seed(plan.seed)
+        u, inputs = d.build_unroll(ctx, state, plan)
+        wrt = {k: v for k, v in inputs.items() if v.requires_grad}
+        res = backend.run(u, list(wrt.values()))
+        return {k: g for k, g in d._chain(state, wrt, res.grads).items() if g is not None}
+
+    ref = grads(host.create("unroll_backend", "func", {}))
+    out = {}
+    for name, opts in VARIANTS:
+        got = grads(host.create("unroll_backend", name, opts))
+        tag = name + ("/" + opts["store_dtype"] if opts else "")
+        out[tag] = {k: float((got[k] - ref[k]).norm() / ref[k].norm().clamp_min(1e-30)) for k in ref}
+    return out
+
+
 def floor_child(label: str, pairs: int, batch: int) -> dict:
     """The primitives of the floor, timed on the same model and minibatches: one student step
     (forward and gradient with create_graph) and the backward pass of a 2-step unroll (per step)."""
@@ -164,6 +201,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--floor", help=argparse.SUPPRESS)
+    ap.add_argument("--accuracy", help=argparse.SUPPRESS)
     ap.add_argument("--only", help="configurations whose label contains this text")
     ap.add_argument("--steps", default=",".join(map(str, STEPS)))
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
@@ -176,50 +214,95 @@ def main():
     if args.floor:
         print("RESULT " + json.dumps(floor_child(*json.loads(args.floor))))
         return
+    if args.accuracy:
+        print("RESULT " + json.dumps(accuracy_child(*json.loads(args.accuracy))))
+        return
     floors: dict = {}
     steps_list = [int(s) for s in args.steps.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     labels = [k for k in CONFIGS if not args.only or args.only in k]
-    lines = ["| configuration | backend | syn_steps | pairs | minibatch | s/it wall | s/it CPU | floor (s) | "
-             "wall / floor | peak RSS (GB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    store = HERE / "unroll.json"  # every measurement made so far: a rerun skips them (and resumes)
+    saved = json.loads(store.read_text()) if store.exists() else {"rows": {}, "commands": []}
+    cmd = "python benchmarks/unroll_cost.py " + " ".join(sys.argv[1:])
+    if cmd.strip() not in saved["commands"]:
+        saved["commands"].append(cmd.strip())
+
+    def get(label, backend, steps, pairs, note_if_skipped=None):
+        key = json.dumps([label, backend, steps, pairs, BATCH])
+        if key not in saved["rows"]:
+            if note_if_skipped is not None:
+                return None, note_if_skipped
+            saved["rows"][key] = measure(label, backend, steps, pairs, BATCH, args.iters, floors)
+            store.write_text(json.dumps(saved, indent=1))
+        return saved["rows"][key], ""
+
     t_all = time.time()
     for label in labels:
         for backend in BACKENDS:
             mem: dict[int, float] = {}
             for steps in steps_list:
                 est = extrapolate(mem, steps)
-                if est is not None and est > args.max_gb * 1024:
-                    lines.append(row(label, backend, steps, BATCH, BATCH, None, f"does not fit (~{est / 1024:.0f} GB)"))
-                    print(lines[-1], flush=True)
-                    continue
-                r = measure(label, backend, steps, BATCH, BATCH, args.iters, floors)
+                skip = f"does not fit (~{est / 1024:.0f} GB)" if est is not None and est > args.max_gb * 1024 else None
+                r, _ = get(label, backend, steps, BATCH, skip)
                 if r is not None:
                     mem[steps] = r["peak_mb"]
-                lines.append(row(label, backend, steps, BATCH, BATCH, r))
-                print(lines[-1], flush=True)
-    size_lines = list(lines[:2])
+                elif skip:
+                    saved["rows"].setdefault("skipped", {})[json.dumps([label, backend, steps])] = skip
+                print(row(label, backend, steps, BATCH, BATCH, r, skip or ""), flush=True)
+        if "frozen" in label or "convnet" in label:
+            for backend in BACKENDS:
+                for pairs in sizes:
+                    r, _ = get(label, backend, 8, pairs)
+                    print(row(label, backend, 8, pairs, BATCH, r), flush=True)
     for label in labels:
-        if "frozen" not in label and "convnet" not in label:
-            continue
-        for backend in BACKENDS:
-            for pairs in sizes:
-                r = measure(label, backend, 8, pairs, BATCH, args.iters, floors)
-                size_lines.append(row(label, backend, 8, pairs, BATCH, r))
-                print(size_lines[-1], flush=True)
+        key = json.dumps(["accuracy", label, 10, BATCH])
+        if key not in saved.setdefault("accuracy", {}):
+            saved["accuracy"][key] = _run(["--accuracy", json.dumps([label, 10, BATCH, BATCH])])
+            store.write_text(json.dumps(saved, indent=1))
+    store.write_text(json.dumps(saved, indent=1))
+    acc = ["| configuration | variant | images | texts | step size (image) | step size (text) |", "|---|---|---|---|---|---|"]
+    for key, res in sorted(saved.get("accuracy", {}).items()):
+        for tag, errs in (res or {}).items():
+            acc.append(f"| {json.loads(key)[1]} | {tag} | " + " | ".join(
+                f"{errs.get(k, float('nan')):.1e}" for k in ("images", "text", "log_lr_img", "log_lr_txt")) + " |")
+    head = ["| configuration | backend | syn_steps | pairs | minibatch | s/it wall | s/it CPU | floor (s) | "
+            "wall / floor | peak RSS (GB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    skipped = saved["rows"].get("skipped", {})
+    lines, size_lines = list(head), list(head)
+    order = list(CONFIGS)
+    for key in sorted((k for k in saved["rows"] if k != "skipped"),
+                      key=lambda k: (order.index(json.loads(k)[0]), BACKENDS.index(json.loads(k)[1]),
+                                     json.loads(k)[3], json.loads(k)[2])):
+        label, backend, steps, pairs, batch = json.loads(key)
+        line = row(label, backend, steps, pairs, batch, saved["rows"][key])
+        if pairs == BATCH:
+            lines.append(line)
+        if steps == 8 and ("frozen" in label or "convnet" in label):
+            size_lines.append(line)
+    for key, note in skipped.items():
+        label, backend, steps = json.loads(key)
+        lines.append(row(label, backend, steps, BATCH, BATCH, None, note))
     machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, 2 torch threads, Python "
                f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}")
     text = [
         "## Unroll cost: memory and time per outer iteration", "",
-        f"Produced by `python benchmarks/unroll_cost.py{' --only ' + args.only if args.only else ''}` on {machine} "
-        f"({time.time() - t_all:.0f} s). One outer iteration of trajectory matching (one expert trajectory, "
+        "Produced by " + ", ".join(f"`{c}`" for c in saved["commands"]) + f" on {machine}; measurements are "
+        "kept in benchmarks/unroll.json (a rerun measures only what is missing). One outer iteration of "
+        "trajectory matching (one expert trajectory, "
         "syn_steps student steps, the gradient of the matching loss reaching the synthetic images, texts and "
         "step sizes), MiniLM 384-d caption embeddings, embedded data, one expert. `func` keeps the "
         "graph of every step; `checkpoint` stores each step's parameters and recomputes one step's graph at a "
         "time (the exact gradient, tests/test_unroll.py). The floor is syn_steps x (one student step + one "
-        "step's share of the backward pass), both timed with the same primitives on the same model. Timings on this shared 2-core machine vary by "
-        "about +-30%; CPU seconds are less sensitive to other load than wall seconds.", "",
+        "step's share of the backward pass), both timed with the same primitives on the same model. Timings on "
+        "this shared 2-core machine vary by about +-30%; CPU seconds are less sensitive to other load than wall "
+        "seconds.", "",
         "### As syn_steps grows (100 pairs, minibatch 100)", "", *lines, "",
-        "### As the synthetic set grows (syn_steps 8, minibatch 100)", "", *size_lines, ""]
+        "### As the synthetic set grows (syn_steps 8, minibatch 100)", "", *size_lines, "",
+        "### Gradient error against `func` (10 steps, 100 pairs, float32, the same plan and dropout draws)", "",
+        "Relative error ||g - g_func|| / ||g_func|| of the gradient of each learned tensor. `checkpoint` is exact "
+        "up to float32 summation order; storing its per-step parameters in float16 or bfloat16 "
+        "(`--unroll checkpoint --unroll-store-dtype float16`) rounds them to 11 or 8 significant bits; `tesla` drops the "
+        "terms through later steps' parameters (REFERENCE.md).", "", *acc, ""]
     (HERE / "UNROLL.md").write_text("\n".join(text) + "\n")
     print(f"wrote {HERE / 'UNROLL.md'}")
 

@@ -28,25 +28,29 @@ from .run import report, run_experiment
 @device_option
 @handle_errors
 def demo_cmd(out, pairs, iterations, seed, log, device, config):
-    """Run the whole pipeline on the embedded dataset: experts, bitraj distillation, a random
-    coreset of the same size, evaluation of both, a comparison table and PNGs.
+    """Run the whole pipeline on the embedded dataset: experts, bitraj and LoRS distillation, a
+    random coreset of the same storage, evaluation of the three, a comparison table and PNGs.
 
     Everything is resumable: run it again and finished steps are reused.  The same run is
     `vl run demo --out vl-demo` (the recipe is vlcore/recipes/demo.toml).
     """
     exp = load("demo")
     override(exp, f"distilled.pairs={pairs}")
+    override(exp, f"lors.pairs={pairs}")
     override(exp, f"random.pairs={pairs}")
     override(exp, f"common.seed={seed}")
     if iterations is not None:
         override(exp, f"distilled.iterations={iterations}")
+        override(exp, f"lors.iterations={iterations}")
     if log:
-        exp.stage("distilled").settings["log"] = [log]
+        for name in ("distilled", "lors"):
+            exp.stage(name).settings["log"] = [log]
     out = Path(out)
     claim_out(out, "demo", resume=True).prepare()
     t0 = time.time()
     results = run_experiment(exp, out, device=device)
-    labels = {"eval-random": f"random {pairs}", "eval-distilled": f"bitraj {pairs}"}
+    labels = {"eval-random": f"random {pairs}", "eval-distilled": f"bitraj {pairs}",
+              "eval-lors": f"lors {pairs - 1} + S"}
     table = report(results, out, labels, title=f"embedded/dev retrieval: models trained on {pairs} pairs")
     click.echo("")
     click.echo(table)

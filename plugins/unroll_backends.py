@@ -71,7 +71,7 @@ class _RecomputingBackend(FuncBackend):
         #: where the per-step parameters are kept ("": the device they are on; e.g. "cpu" on a GPU run)
         store_device: str = ""
         #: precision of the stored per-step parameters ("": their own; lower saves memory and
-        #: approximates the gradient, see benchmarks/RESULTS.md)
+        #: approximates the gradient: benchmarks/UNROLL.md measures how much)
         store_dtype: Literal["", "float32", "bfloat16", "float16"] = ""
 
     def run(self, u: Unroll, wrt: Sequence[torch.Tensor]) -> UnrollResult:

@@ -318,8 +318,8 @@ def test_the_demo_is_the_embedded_recipe():
     from vlcore.experiment import load
 
     exp = load("demo")
-    assert [s.command for s in exp.stages] == ["experts", "distill", "coreset", "eval", "eval"]
-    assert vl("run", "demo", "--dry-run", "--out", "X").output.count("\nvl ") == 4
+    assert [s.command for s in exp.stages] == ["experts", "distill", "distill", "coreset", "eval", "eval", "eval"]
+    assert vl("run", "demo", "--dry-run", "--out", "X").output.count("\nvl ") == 6
 
 
 # ------------------------------------------------------------------------------ the full-data model

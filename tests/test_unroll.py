@@ -166,5 +166,19 @@ def test_checkpoint_in_lower_precision_stays_close():
         low, _ = _unroll(model, images, text, CheckpointBackend(CheckpointBackend.Config(store_dtype=dtype)))
         errors[dtype] = max(_relative(a, b) for a, b in zip(low.grads, full.grads))
     # the per-step parameters rounded to 11 (float16) or 8 (bfloat16) significant bits: float16 keeps
-    # the gradient within 1% here, bfloat16 only within ~10% (benchmarks/RESULTS.md measures real models)
+    # the gradient within 1% here, bfloat16 only within ~10% (benchmarks/UNROLL.md measures real models)
     assert 0 < errors["float16"] < 1e-2 and errors["float16"] < errors["bfloat16"] < 0.3, errors
+
+
+def test_store_options_reach_the_recomputing_backends_and_are_refused_elsewhere():
+    from types import SimpleNamespace
+
+    from vlcore.errors import ConfigError
+    from vlcore.matching import TrajectoryMatching
+
+    ctx = SimpleNamespace(host=None)
+    cfg = TrajectoryMatching.Config(unroll="checkpoint", unroll_store_dtype="float16", unroll_store_device="cpu")
+    backend = TrajectoryMatching(cfg)._backend(ctx)
+    assert (backend.config.store_dtype, backend.config.store_device) == ("float16", "cpu")
+    with pytest.raises(ConfigError, match="--unroll checkpoint"):
+        TrajectoryMatching(TrajectoryMatching.Config(unroll_store_dtype="float16"))._backend(ctx)

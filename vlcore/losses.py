@@ -53,3 +53,11 @@ def lowrank_similarity(diag: torch.Tensor, left: torch.Tensor, right: torch.Tens
     r = left.shape[1]
     scale = alpha / r if r else 0.0
     return torch.diag(diag) + scale * left @ right.t()
+
+
+def clamp_targets(sim: torch.Tensor) -> torch.Tensor:
+    """Similarity targets clamped to [0, 1]: an entry outside is replaced by the bound (and gets no
+    gradient); an entry inside *or on* a bound keeps its gradient (``torch.clamp`` gives none at a
+    bound, which would freeze S at its identity start)."""
+    outside = (sim < 0) | (sim > 1)
+    return torch.where(outside, sim.detach().clamp(0, 1), sim)

@@ -116,6 +116,11 @@ class TrajectoryMatching(Distiller):
         learn_lr: bool = True
         #: unroll backend: how the matching loss is differentiated through the student's steps
         unroll: str = field(default="func", metadata={"kind": "unroll_backend"})
+        #: checkpoint / tesla: where the per-step parameters are kept ("": their device; "cpu" on a GPU run)
+        unroll_store_device: str = ""
+        #: checkpoint / tesla: precision of the stored per-step parameters ("": their own; float16 and
+        #: bfloat16 halve that memory and approximate the gradient: benchmarks/UNROLL.md measures how much)
+        unroll_store_dtype: Literal["", "float32", "bfloat16", "float16"] = ""
         #: save a checkpoint every N iterations (0: only at the end; always on Ctrl-C and SIGTERM)
         checkpoint_every: int = ranged(25, 0)
         #: evaluate on the dev split every N iterations (0: only at the end)
@@ -203,7 +208,16 @@ class TrajectoryMatching(Distiller):
     def _backend(self, ctx: DistillContext):
         from .registry import get_host
 
-        return (ctx.host or get_host()).create("unroll_backend", self.config.unroll, {})
+        host, c = ctx.host or get_host(), self.config
+        store = {"store_device": c.unroll_store_device, "store_dtype": c.unroll_store_dtype}
+        given = {k: v for k, v in store.items() if v}
+        if given:
+            fields = getattr(host.get("unroll_backend", c.unroll), "Config", None)
+            known = set(getattr(fields, "__dataclass_fields__", {}))
+            if not set(given) <= known:
+                raise ConfigError(f"--unroll {c.unroll} keeps no per-step parameters, so --unroll-store-device and "
+                                  f"--unroll-store-dtype do not apply; use --unroll checkpoint (or tesla).")
+        return host.create("unroll_backend", c.unroll, given)
 
     def num_synthetic(self, ctx: DistillContext) -> int:
         """How many synthetic pairs the set holds (``pairs``; a method that stores more than pairs

@@ -96,8 +96,9 @@ class PairSet:
         if spec.get("form") != "lowrank":
             raise DataError(f"pair set similarity form {spec.get('form')!r} is not known (expected 'lowrank' or "
                             f"'identity'); the set was made by a newer vlcore or by hand.")
-        return lowrank_similarity(self.extra["similarity.diag"], self.extra["similarity.left"],
-                                  self.extra["similarity.right"], float(spec["alpha"])).detach()
+        sim = lowrank_similarity(self.extra["similarity.diag"], self.extra["similarity.left"],
+                                 self.extra["similarity.right"], float(spec["alpha"])).detach()
+        return sim.clamp(0, 1) if spec.get("clamp") else sim  # (targets as the distiller used them)
 
     def data(self):
         """The pairs as :class:`vlcore.pipeline.PairData` (one image per pair), with the learned

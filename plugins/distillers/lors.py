@@ -5,7 +5,10 @@ random normal, R: zeros at the start, so S starts as the identity).  The student
 minibatch B is LoRS's weighted binary cross-entropy against the soft targets S[B][:, B]
 (:func:`vlcore.losses.similarity_bce_loss`); experts keep the contrastive loss.  S is learned by the
 outer loop with its own learning rate, checkpointed and saved in the pair set; ``vl eval`` of the
-set trains with the same loss on it.  By default the set stores ``pairs - k`` pairs, k the fewest
+set trains with the same loss on it.  Its entries are used as targets clamped to [0, 1] by default
+(``clamp_similarity``; the raw entries, as published, are unbounded targets once S leaves [0, 1]:
+on Flickr8k the diagonal grew to 2-5 within 300 iterations and evaluation models trained on it
+collapsed, benchmarks/TUNING.md).  By default the set stores ``pairs - k`` pairs, k the fewest
 that pay for S's floats (LoRS's authors store 99 / 199 / 499), so "100 pairs" is the storage of
 100 pairs for every method.
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vlcore.losses import lowrank_similarity, similarity_bce_loss
+from vlcore.losses import clamp_targets, lowrank_similarity, similarity_bce_loss
 from vlcore.matching import TrajectoryMatching
 
 DIAG, LEFT, RIGHT = "similarity.diag", "similarity.left", "similarity.right"
@@ -42,6 +45,10 @@ class LoRS(TrajectoryMatching):
         alpha: float = 3.0
         #: learning rate of the similarity's factors (LoRS: 10 on Flickr30K, 5 on COCO)
         lr_similarity: float = 10.0
+        #: use S's entries as targets clamped to [0, 1] (they are probabilities: an entry above 1 or
+        #: below 0 makes the BCE unbounded below, and a student trained long on it drives those
+        #: logits to +-inf); off: the raw entries, as published
+        clamp_similarity: bool = True
         #: learn S (off: S stays the identity and is not stored: the ablation "LoRS without S")
         learn_similarity: bool = True
         #: store fewer pairs so that pairs + S fit the storage of `pairs` pairs (as LoRS)
@@ -82,8 +89,8 @@ class LoRS(TrajectoryMatching):
         if self.config.learn_similarity:
             # the student reads S, made from its factors: S replaces them among the inputs (the
             # gradient reaches the factors through S, once)
-            inputs["similarity"] = lowrank_similarity(inputs.pop(DIAG), inputs.pop(LEFT), inputs.pop(RIGHT),
-                                                      self.config.alpha)
+            sim = lowrank_similarity(inputs.pop(DIAG), inputs.pop(LEFT), inputs.pop(RIGHT), self.config.alpha)
+            inputs["similarity"] = clamp_targets(sim) if self.config.clamp_similarity else sim
         else:
             inputs["similarity"] = torch.eye(self.n, device=inputs["text"].device)
         return inputs
@@ -95,7 +102,7 @@ class LoRS(TrajectoryMatching):
     def snapshot(self, ctx, state):
         ps = super().snapshot(ctx, state)
         c = self.config
-        ps.meta["similarity"] = ({"form": "lowrank", "rank": c.rank, "alpha": c.alpha} if c.learn_similarity
-                                 else {"form": "identity"})
+        ps.meta["similarity"] = ({"form": "lowrank", "rank": c.rank, "alpha": c.alpha, "clamp": c.clamp_similarity}
+                                 if c.learn_similarity else {"form": "identity"})
         ps.meta["storage_budget_pairs"] = c.pairs
         return ps
