@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -219,11 +220,11 @@ def main():
         return
     floors: dict = {}
     steps_list = [int(s) for s in args.steps.split(",")]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     labels = [k for k in CONFIGS if not args.only or args.only in k]
     store = HERE / "unroll.json"  # every measurement made so far: a rerun skips them (and resumes)
     saved = json.loads(store.read_text()) if store.exists() else {"rows": {}, "commands": []}
-    cmd = "python benchmarks/unroll_cost.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/unroll_cost.py " + shlex.join(sys.argv[1:])
     if cmd.strip() not in saved["commands"]:
         saved["commands"].append(cmd.strip())
 
@@ -249,7 +250,7 @@ def main():
                 elif skip:
                     saved["rows"].setdefault("skipped", {})[json.dumps([label, backend, steps])] = skip
                 print(row(label, backend, steps, BATCH, BATCH, r, skip or ""), flush=True)
-        if "frozen" in label or "convnet" in label:
+        if "frozen" in label and sizes:  # the synthetic set grows: the frozen backbone's case (issue: linear in N)
             for backend in BACKENDS:
                 for pairs in sizes:
                     r, _ = get(label, backend, 8, pairs)

@@ -5,10 +5,11 @@ random normal, R: zeros at the start, so S starts as the identity).  The student
 minibatch B is LoRS's weighted binary cross-entropy against the soft targets S[B][:, B]
 (:func:`vlcore.losses.similarity_bce_loss`); experts keep the contrastive loss.  S is learned by the
 outer loop with its own learning rate, checkpointed and saved in the pair set; ``vl eval`` of the
-set trains with the same loss on it.  Its entries are used as targets clamped to [0, 1] by default
-(``clamp_similarity``; the raw entries, as published, are unbounded targets once S leaves [0, 1]:
-on Flickr8k the diagonal grew to 2-5 within 300 iterations and evaluation models trained on it
-collapsed, benchmarks/TUNING.md).  By default the set stores ``pairs - k`` pairs, k the fewest
+set trains with the same loss on it.  Its raw entries are the targets, as published; they leave
+[0, 1] as S learns (on Flickr8k the diagonal grew to 2-5 within 300 iterations), which makes them
+unbounded BCE targets and retrieval falls after about 150-200 iterations, so the Flickr8k recipes
+stop at 150 (chosen on held-out training images, benchmarks/TUNING.md).  ``clamp_similarity``
+clamps the targets to [0, 1] instead (it retrieved far worse).  By default the set stores ``pairs - k`` pairs, k the fewest
 that pay for S's floats (LoRS's authors store 99 / 199 / 499), so "100 pairs" is the storage of
 100 pairs for every method.
 """
@@ -45,10 +46,10 @@ class LoRS(TrajectoryMatching):
         alpha: float = 3.0
         #: learning rate of the similarity's factors (LoRS: 10 on Flickr30K, 5 on COCO)
         lr_similarity: float = 10.0
-        #: use S's entries as targets clamped to [0, 1] (they are probabilities: an entry above 1 or
-        #: below 0 makes the BCE unbounded below, and a student trained long on it drives those
-        #: logits to +-inf); off: the raw entries, as published
-        clamp_similarity: bool = True
+        #: use S's entries as targets clamped to [0, 1] (an entry above 1 or below 0 is an unbounded
+        #: BCE target); off (default): the raw entries, as published. Clamping retrieved far worse
+        #: on Flickr8k (benchmarks/TUNING.md)
+        clamp_similarity: bool = False
         #: learn S (off: S stays the identity and is not stored: the ablation "LoRS without S")
         learn_similarity: bool = True
         #: store fewer pairs so that pairs + S fit the storage of `pairs` pairs (as LoRS)
