@@ -38,7 +38,8 @@ def cli(verbose):
     """vlcore: vision-language dataset distillation.
 
     Distil an image-caption dataset into a few synthetic pairs (bi-trajectory matching, LoRA
-    matching), select coresets of real pairs, and evaluate either by training fresh CLIP-style
-    models on them and measuring image-text retrieval.
+    matching, LoRS, RepBlend), select coresets of real pairs, and evaluate either by training fresh
+    CLIP-style models on them and measuring image-text retrieval.  `vl experts`, `vl distill` and
+    `vl run` also run across processes and GPUs under torchrun.
     """
     setup_logging(verbose)
