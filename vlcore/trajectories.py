@@ -16,6 +16,7 @@ are independent and can be trained in parallel worker processes.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ import torch
 from . import distributed
 from .config import ranged
 from .errors import DataError, IncompatibleError
-from .interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from .interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, shielded, sigterm_as_interrupt
 from .io import atomic_path, fingerprint, read_json, sha256_file, versions, write_json
 from .model import DualEncoder, ModelSpec
 from .pipeline import PairData, build_model, features_for
@@ -296,10 +297,14 @@ def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str |
                 done(i)
         else:
             _train_parallel(spec, data, cfg, out, todo, features, device, workers, done)
-    except BaseException:  # Ctrl-C, SIGTERM, an error: no temporary file of ours stays behind
+    except BaseException:  # Ctrl-C, SIGTERM, an error: no temporary file of ours stays behind...
         for i in todo:
             for p in out.glob(f".expert_{i:03d}.safetensors.*.tmp"):
                 p.unlink(missing_ok=True)
+        if distributed.is_main():  # ...and an expert file written just before it is recorded
+            with shielded(deliver=False), contextlib.suppress(DataError, OSError):
+                index["experts"] = _finished(out, index["experts"])
+                write_json(idx_path, index)
         raise
     finally:
         task.close()
