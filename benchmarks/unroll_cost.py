@@ -230,14 +230,13 @@ def main():
     if cmd.strip() not in saved["commands"]:
         saved["commands"].append(cmd.strip())
 
-    def get(label, backend, steps, pairs, note_if_skipped=None):
+    def get(label, backend, steps, pairs):
+        """The stored measurement, made now when missing."""
         key = json.dumps([label, backend, steps, pairs, BATCH])
         if key not in saved["rows"]:
-            if note_if_skipped is not None:
-                return None, note_if_skipped
             saved["rows"][key] = measure(label, backend, steps, pairs, BATCH, args.iters, floors)
             store.write_text(json.dumps(saved, indent=1))
-        return saved["rows"][key], ""
+        return saved["rows"][key]
 
     t_all = time.time()
     for label in labels:
@@ -246,16 +245,19 @@ def main():
             for steps in steps_list:
                 est = extrapolate(mem, steps)
                 skip = f"does not fit (~{est / 1024:.0f} GB)" if est is not None and est > args.max_gb * 1024 else None
-                r, _ = get(label, backend, steps, BATCH, skip)
+                measured = json.dumps([label, backend, steps, BATCH, BATCH]) in saved["rows"]
+                if skip and not measured:
+                    saved.setdefault("skipped", {})[json.dumps([label, backend, steps])] = skip
+                    r = None
+                else:
+                    r = get(label, backend, steps, BATCH)
                 if r is not None:
                     mem[steps] = r["peak_mb"]
-                elif skip:
-                    saved["rows"].setdefault("skipped", {})[json.dumps([label, backend, steps])] = skip
                 print(row(label, backend, steps, BATCH, BATCH, r, skip or ""), flush=True)
         if "frozen" in label and sizes:  # the synthetic set grows: the frozen backbone's case (issue: linear in N)
             for backend in BACKENDS:
                 for pairs in sizes:
-                    r, _ = get(label, backend, 8, pairs)
+                    r = get(label, backend, 8, pairs)
                     print(row(label, backend, 8, pairs, BATCH, r), flush=True)
     for label in labels:
         for steps in ACCURACY_STEPS:
@@ -272,10 +274,10 @@ def main():
                 f"{errs.get(k, float('nan')):.1e}" for k in ("images", "text", "log_lr_img", "log_lr_txt")) + " |")
     head = ["| configuration | backend | syn_steps | pairs | minibatch | s/it wall | s/it CPU | floor (s) | "
             "wall / floor | peak RSS (GB) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    skipped = saved["rows"].get("skipped", {})
+    skipped = saved.get("skipped", {})
     lines, size_lines = list(head), list(head)
     order = list(CONFIGS)
-    for key in sorted((k for k in saved["rows"] if k != "skipped"),
+    for key in sorted(saved["rows"],
                       key=lambda k: (order.index(json.loads(k)[0]), BACKENDS.index(json.loads(k)[1]),
                                      json.loads(k)[3], json.loads(k)[2])):
         label, backend, steps, pairs, batch = json.loads(key)
