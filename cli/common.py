@@ -128,7 +128,7 @@ def emit(metrics: dict, as_json: bool, label: str) -> None:
         click.echo(LEGEND)
 
 
-def claim_out(out, command: str, *, resume: bool = False, overwrite: bool = False, inputs=()):
+def claim_out(out, command: str, *, resume: bool = False, overwrite: bool = False, inputs=(), flag: str = "--out"):
     """Claim the output folder of this command (:class:`vlcore.outdir.OutputFolder`: checked, created,
     locked until the command ends); call ``.prepare()`` on the result right before writing."""
     from vlcore import distributed
@@ -136,10 +136,12 @@ def claim_out(out, command: str, *, resume: bool = False, overwrite: bool = Fals
 
     across = command in ACROSS_RANKS  # under torchrun: rank 0 claims the folder; the others follow its answer
     if across and not distributed.is_main():
-        return Follower(Path(out), distributed.broadcast())
+        return click.get_current_context().with_resource(Follower(Path(out), command, distributed.broadcast()))
     folder = click.get_current_context().with_resource(
-        OutputFolder(out, command, resume=resume, overwrite=overwrite, inputs=inputs))
+        OutputFolder(out, command, resume=resume, overwrite=overwrite, inputs=inputs, flag=flag))
     if across:
+        if distributed.launched():
+            folder.prepare()  # before another rank writes there (an --overwrite clears the folder now)
         distributed.broadcast(folder.resuming)
     return folder
 
@@ -150,10 +152,25 @@ ACROSS_RANKS = ("experts", "distill", "run")
 
 class Follower:
     """The output folder as a rank other than 0 sees it: claimed (checked, locked, prepared) by
-    rank 0, which alone writes the command's files there."""
+    rank 0; what this rank writes there (its experts) is recorded in the folder's record too."""
 
-    def __init__(self, path: Path, resuming: bool):
+    def __init__(self, path: Path, command: str, resuming: bool):
+        from vlcore.io import FileRecord
+        from vlcore.outdir import COMMAND_KINDS
+
         self.path, self.resuming = path, resuming
+        self.record = FileRecord(path, {"command": command, "kind": COMMAND_KINDS[command]})
+
+    def __enter__(self) -> "Follower":
+        from vlcore.io import open_record
+
+        open_record(self.record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from vlcore.io import close_record
+
+        close_record(self.record)
 
     def prepare(self) -> Path:
         return self.path

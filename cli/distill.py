@@ -113,6 +113,8 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
     click.echo(f"distilling {pairs} pairs with {dist.name} into {out}")
     train = load_split_data(ds, "train", spec)
     info = dataset_info(ds, train)
+    eval_data = None if no_eval else load_split_data(ds, eval_split, spec)
+    folder.prepare()  # before Stage 1 writes OUT/buffer (an --overwrite replaces that buffer too)
     if buf is None:
         from vlcore.trajectories import train_experts
 
@@ -120,8 +122,6 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
                    f"(finished experts there are reused)")
         buf = train_experts(spec, train, experts, out / "buffer", dataset_info=info, device=device, progress=BARS)
     warn_other_data(src, info)
-    eval_data = None if no_eval else load_split_data(ds, eval_split, spec)
-    folder.prepare()
     run = DistillContext(spec=spec, buffer=buf, train=train, out=out, eval_data=eval_data, dataset_info=info,
                          device=device, seed=seed, resume=folder.resuming, host=host, progress=BARS,
                          eval_options={"seeds": eval_seeds, "epochs": eval_epochs}, loggers=loggers,
@@ -143,4 +143,6 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
         click.echo(f"{eval_split} retrieval of the last set (1 quick model): TR@1 {last['tr_r1']:.1f}  "
                    f"IR@1 {last['ir_r1']:.1f}  rsum {last['rsum']:.1f}; evaluate properly with `vl eval {out}`")
     made = [f for f in ("grid.png", "loss.png", "dev_recall.png", "best") if (out / f).exists()]
-    click.echo(f"figures and files: {', '.join(f'{out}/{f}' for f in made)}; log: {out}/log.jsonl")
+    from vlcore.plugins.loggers import jsonl_file
+
+    click.echo(f"figures and files: {', '.join(f'{out}/{f}' for f in made)}; log: {jsonl_file(loggers, out)}")

@@ -1,7 +1,6 @@
 """``vl export``: a pair set in a format others use (a Hugging Face ``datasets`` dataset with a card)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
@@ -9,7 +8,8 @@ import click
 from vlcore.errors import VLError
 
 from .app import cli
-from .options import handle_errors
+from .common import claim_out
+from .options import handle_errors, overwrite_option
 
 
 @cli.command("export")
@@ -17,7 +17,7 @@ from .options import handle_errors
 @click.argument("out", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["hf"]), default="hf", show_default=True,
               help="hf: a Hugging Face `datasets` dataset (save_to_disk folder) with a dataset card README.md.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option
 @handle_errors
 def export_cmd(pairset, out, fmt, overwrite, config):
     """Export PAIRSET (a distilled set or coreset) to OUT as a shareable dataset.
@@ -33,19 +33,15 @@ def export_cmd(pairset, out, fmt, overwrite, config):
     from vlcore.registry import get_host
 
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise VLError(f"{out} exists; choose another OUT or pass --overwrite.")
-        if Path(pairset).resolve() in (out.resolve(), *out.resolve().parents):
-            raise VLError(f"OUT {out} would replace the pair set it exports; choose another folder.")
-        shutil.rmtree(out)
-    method = PairSet.load(pairset).meta.get("method", "")
+    method = PairSet.load(pairset).meta.get("method", "")  # a damaged or missing set fails before OUT is touched
+    folder = claim_out(out, "export", overwrite=overwrite, inputs=[pairset], flag="OUT")
     try:
         host = get_host()
         kind = "distiller" if method in host.names("distiller") else "selector"
         help_ = host.get(kind, method).summary()
     except VLError:
         help_ = ""
+    folder.prepare()
     export_hf(pairset, out, method_help=help_)
     click.echo(f"exported {pairset} to {out} ({fmt}): the dataset, vlcore.json and the card {out}/README.md; "
                f"`vl eval {out}` scores it")

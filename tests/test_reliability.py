@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from vlcore.checkpoint import read_state
 from vlcore.components import DistillContext
 from vlcore.errors import BusyError, DataError, OutputError
-from vlcore.io import atomic_path
+from vlcore.io import RECORD_NAME, atomic_path
 from vlcore.model import ModelSpec
 from vlcore.outdir import OutputFolder
 from vlcore.pairset import PIXEL_LIMIT, PairSet
@@ -240,14 +240,19 @@ def test_temporary_files_of_interrupted_writes_are_removed(tmp_path):
             tmp.write_text("half")
             raise KeyboardInterrupt
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
-    # left by a kill -9: removed by the next command that claims the folder
+    # left by a kill -9 (recorded before it was created): removed by the next command that claims the folder;
+    # a file of someone else's that merely looks like one is kept
     buf = tmp_path / "buf"
     vl("experts", *TINY, *MODEL, "--num-experts", 1, "--epochs", 1, "--batch-size", 16, "--out", buf)
+    with open(buf / RECORD_NAME, "a") as f:  # what atomic_path records before a kill -9
+        f.write('{"temp": ".expert_001.safetensors.k9x2lq0a.tmp"}\n{"temp": ".expert_002.safetensors.a8c1ffe0.tmp"}\n')
     (buf / ".expert_001.safetensors.k9x2lq0a.tmp").write_bytes(b"")
     (buf / ".expert_002.safetensors.a8c1ffe0.tmp").write_bytes(os.urandom(4096))
+    (buf / ".notes.part.tmp").write_text("mine")
     vl("experts", *TINY, *MODEL, "--num-experts", 2, "--epochs", 1, "--batch-size", 16, "--out", buf, "--resume")
-    assert sorted(p.name for p in buf.iterdir()) == ["config.toml", "expert_000.safetensors", "expert_001.safetensors",
-                                                     "index.json"]
+    assert sorted(p.name for p in buf.iterdir() if p.name != RECORD_NAME) == [
+        ".notes.part.tmp", "config.toml", "expert_000.safetensors", "expert_001.safetensors", "index.json"]
+    assert (buf / ".notes.part.tmp").read_text() == "mine"
 
 
 def test_interrupted_experts_leave_no_temp_file_and_resume_to_the_same_buffer(tmp_path):

@@ -5,7 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +33,102 @@ def fingerprint(*parts: Any) -> str:
 
 #: temporary files of :func:`atomic_path` are named ``.NAME.XXXXXXXX.tmp`` beside their target
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+#: the record of the files vl wrote into an output folder (see :class:`FileRecord`)
+RECORD_NAME = ".vl-files.jsonl"
+
+
+class FileRecord:
+    """The record of every file ``vl`` wrote into one output folder: ``FOLDER/.vl-files.jsonl``, an
+    append-only JSON-lines file (a torn last line of a ``kill -9`` is ignored when read).
+
+    Lines: ``{"vlcore": 1, "command": ..., "kind": ...}`` (the header, written with the first
+    entry), ``{"file": REL}`` (a file vl writes, recorded *before* it appears), ``{"temp": REL}``
+    (a temporary file of :func:`atomic_path`, recorded before it is created: its random name makes
+    it unambiguous) and ``{"gone": REL}`` (vl removed it).  ``REL`` is the path relative to the
+    folder, with ``/``.  :mod:`vlcore.outdir` deletes only what a record lists (``--overwrite``,
+    temporary files of interrupted writes), never through a link.
+
+    While a command holds a folder (:class:`vlcore.outdir.OutputFolder`), every write of vlcore
+    into it is recorded by :func:`atomic_path` and :func:`note_written` (the folder is found by
+    :func:`record_for`; the deepest claimed folder holding the path wins).
+    """
+
+    def __init__(self, folder: str | os.PathLike, header: dict | None = None, before_first_write=None):
+        self.folder = Path(os.path.abspath(folder))
+        self.path = self.folder / RECORD_NAME
+        self.header = {"vlcore": 1, **(header or {})}
+        #: called once, right before the first entry is written (an overwrite clears the folder then)
+        self.before_first_write = before_first_write
+
+    def rel(self, path: str | os.PathLike) -> str:
+        p = Path(os.path.abspath(path))
+        return p.relative_to(self.folder).as_posix()
+
+    def add(self, what: str, path: str | os.PathLike) -> None:
+        """Record ``path`` (inside the folder) as a ``file``, ``temp`` or ``gone`` entry."""
+        if self.before_first_write is not None:
+            hook, self.before_first_write = self.before_first_write, None
+            hook()
+        lines = []
+        if not os.path.lexists(self.path):
+            lines.append(json.dumps(self.header, sort_keys=True))
+        lines.append(json.dumps({what: self.rel(path)}))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        try:
+            os.write(fd, ("\n".join(lines) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def read(folder: str | os.PathLike) -> "RecordEntries | None":
+        """What the record in ``folder`` lists (None: the folder has no record)."""
+        path = Path(folder) / RECORD_NAME
+        if path.is_symlink() or not path.is_file():
+            return None
+        entries = RecordEntries()
+        try:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return entries
+        for line in text.splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue  # a torn line of an interrupted append
+            if not isinstance(obj, dict):
+                continue
+            if "vlcore" in obj:
+                entries.header = obj
+                continue
+            for what in ("file", "temp", "gone"):
+                rel = obj.get(what)
+                if isinstance(rel, str) and _safe_rel(rel):
+                    if what == "gone":
+                        entries.files.discard(rel)
+                        entries.temps.discard(rel)
+                    else:
+                        (entries.files if what == "file" else entries.temps).add(rel)
+        return entries
+
+
+class RecordEntries:
+    """The entries of a :class:`FileRecord` as read back."""
+
+    def __init__(self):
+        self.header: dict = {}
+        self.files: set[str] = set()
+        self.temps: set[str] = set()
+
+
+def _safe_rel(rel: str) -> bool:
+    """A relative path inside the folder: no absolute path, no ``..``, no empty part."""
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+_RECORDS: dict[str, FileRecord] = {}
 
 
 def _umask() -> int:
@@ -50,6 +146,35 @@ def _umask() -> int:
     return mask
 
 
+def open_record(record: FileRecord) -> None:
+    """Record vlcore's writes under ``record.folder`` from now on (until :func:`close_record`)."""
+    _RECORDS[str(record.folder)] = record
+
+
+def close_record(record: FileRecord) -> None:
+    if _RECORDS.get(str(record.folder)) is record:
+        del _RECORDS[str(record.folder)]
+
+
+def record_for(path: str | os.PathLike) -> FileRecord | None:
+    """The record of the deepest open output folder holding ``path`` (None: not inside one)."""
+    p = Path(os.path.abspath(path))
+    for d in p.parents:
+        rec = _RECORDS.get(str(d))
+        if rec is not None:
+            return rec
+    return None
+
+
+def note_written(path: str | os.PathLike) -> None:
+    """Record that vlcore is about to write ``path`` (call it before creating the file) when it lies
+    in an open output folder: for files written other than through :func:`atomic_path` (an appended
+    log, a library's event files)."""
+    rec = record_for(path)
+    if rec is not None:
+        rec.add("file", path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
@@ -57,23 +182,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file is flushed to disk (fsync) before the rename and the folder after it, so a
     crash or power loss leaves either the old file or the complete new one; it gets the permissions
     of a newly created file (not :func:`tempfile.mkstemp`'s 0600).  On any exception, Ctrl-C and
-    SIGTERM included (see :mod:`vlcore.interrupt`), the temporary file is removed; one left by a
-    ``kill -9`` is removed by the next command that claims the folder (:mod:`vlcore.outdir`).
+    SIGTERM included (see :mod:`vlcore.interrupt`), the temporary file is removed; inside an output
+    folder it is recorded (:class:`FileRecord`) before it is created, so one left by a ``kill -9`` is
+    removed by the next command that claims the folder (:mod:`vlcore.outdir`), and no file of
+    someone else's that happens to look like one ever is.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    rec = record_for(path)
+    tmp_path = path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    if rec is not None:
+        rec.add("temp", tmp_path)
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     os.close(fd)
-    tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         fsync_file(tmp_path)
+        if rec is not None:
+            rec.add("file", path)
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        if rec is not None:
+            rec.add("gone", tmp_path)
 
 
 def fsync_file(path: str | os.PathLike) -> None:
@@ -96,26 +230,6 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def is_temp_file(name: str) -> bool:
-    """Whether ``name`` is a temporary file of :func:`atomic_path`."""
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and name.count(".") >= 3
-
-
-def remove_temp_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Remove the temporary files interrupted writes left in ``folder`` (call it only while no other
-    process writes there: :mod:`vlcore.outdir` holds the folder's lock); return what was removed."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = folder.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}") if recursive else folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}")
-    removed = []
-    for p in found:
-        if p.is_file() and is_temp_file(p.name):
-            p.unlink()
-            removed.append(p)
-    return removed
 
 
 def sha256_file(path: str | os.PathLike) -> str:
