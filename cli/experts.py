@@ -21,9 +21,10 @@ from .options import (DatasetOptions, ModelOptions, dataset_options, device_opti
 @model_options()
 @dataclass_options(ExpertConfig, rename={"epochs": "--train-epochs"})
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train experts in parallel processes.")
+              help="Train experts in parallel processes (they stop with this command, even on kill -9).")
 @click.option("--resume", is_flag=True,
-              help="Continue the buffer in OUT: train the experts it lacks (its settings must match).")
+              help="Continue the buffer in OUT: train the experts it lacks (its settings must match, and so must "
+                   "every expert file found there).")
 @overwrite_option
 @click.option("--out", "out", type=click.Path(), default=None, show_default="runs/buffer-DATASET-ENCODER",
               help="Buffer folder.")
@@ -37,7 +38,9 @@ def experts_cmd(workers, resume, overwrite, out, device, config, **kw):
     i mod N; the buffer equals a one-process run's).
 
     Resumable: after an interrupt (Ctrl-C, SIGTERM, kill), the same command with --resume trains
-    only the experts that are missing; --overwrite replaces the buffer in OUT instead.
+    only the experts that are missing; --overwrite replaces the buffer in OUT instead.  --resume
+    takes an expert file found in OUT only if its recorded settings (seed, epochs, lr, model, data)
+    are the buffer's; another file named like an expert is refused, naming it, and nothing changes.
     """
     from vlcore import distributed
     from vlcore.trajectories import train_experts
