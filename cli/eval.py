@@ -10,6 +10,7 @@ import click
 from vlcore.errors import VLError
 from vlcore.io import write_json
 from vlcore.model import ModelSpec
+from vlcore.pairset import check_spec
 from vlcore.registry import get_host
 
 from .app import cli
@@ -57,6 +58,7 @@ def eval_cmd(pairset, split, evaluator, eval_opts, out, overwrite, device, as_js
     for w in ps.meta.get("warnings") or []:
         click.echo(f"warning: the distillation that made {pairset} reported: {w}", err=True)
     spec = model_opts.spec(base=ModelSpec.from_dict(ps.meta.get("spec") or {}))
+    check_spec(ps, spec)  # --image-size / --text-encoder that do not fit the set: a usage error
     ds = ds.inherit(ps.meta.get("dataset") or {})
     if not ds.dataset:
         raise VLError(f"{pairset} records no source dataset; pass --dataset and --data.")
