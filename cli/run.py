@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from vlcore.errors import ConfigError, VLError, suggest
+from vlcore.errors import ConfigError, OutputError, VLError, suggest
 from vlcore.experiment import Experiment, Stage, load, override
 from vlcore.io import read_json, write_json, write_text
 from vlcore.outdir import COMMAND_KINDS, RESUMABLE, STAGE_RECORD, describe
@@ -22,6 +22,14 @@ from .options import eval_split_option, handle_errors, resolve_device
 #: the commands a stage may run
 STAGE_COMMANDS = ("experts", "distill", "coreset", "eval", "train")
 RECORD = STAGE_RECORD
+
+
+class StageError(VLError):
+    """A stage's command failed; the exit status is the command's own (2 for a usage error)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _command(stage: Stage, source: str) -> click.Command:
@@ -47,25 +55,53 @@ def _params(cmd: click.Command, settings: dict[str, Any]) -> dict[str, click.Par
 
 
 def stage_folder(exp: Experiment, stage: Stage, out: Path) -> Path:
-    """Where ``stage`` writes: OUT/NAME, or the stage's own ``out`` setting (which lets several
-    experiments share, say, one expert buffer)."""
+    """Where ``stage`` writes: OUT/NAME (NAME is a plain folder name, :func:`vlcore.experiment.load`
+    checks it), or the stage's own ``out`` setting, given explicitly (which lets several experiments
+    share, say, one expert buffer): in a recipe file relative to that file's folder (``load`` has
+    made it absolute), with ``--set NAME.out=PATH`` relative to the current folder."""
     own = stage.settings.get("out")
     return Path(own) if own else out / stage.name
+
+
+def _stage_keys(exp: Experiment, stage: Stage) -> tuple[click.Command, dict[str, Any], dict[str, click.Parameter]]:
+    cmd = _command(stage, exp.source)
+    own = {k.replace("-", "_"): v for k, v in stage.settings.items()}
+    return cmd, own, _params(cmd, own)
+
+
+def check_common(exp: Experiment) -> None:
+    """Every key of [common] (and ``--set common.KEY=...``) is a setting of at least one stage's
+    command (it is given to the stages whose command has it); one that none has is an error, with
+    the closest key of those commands suggested."""
+    known: dict[str, click.Parameter] = {}
+    for stage in exp.stages:
+        known.update(_stage_keys(exp, stage)[2])
+    known.pop("out", None)  # each stage's --out is its own folder
+    commands = ", ".join(dict.fromkeys(f"vl {s.command}" for s in exp.stages))
+    for k in exp.common:
+        key = k.replace("-", "_")
+        if key == "out":
+            raise ConfigError(f"{exp.origin('common', k)}: 'out' cannot be common: each stage writes its own folder, "
+                              f"OUT/NAME. Give the experiment's folder with `vl run --out`, or one stage's with "
+                              f"out = \"PATH\" in its [stages.NAME] table.")
+        if key not in known:
+            names = {flag_key(p) for p in known.values()}
+            raise ConfigError(f"{exp.origin('common', k)}: '{k}' is a setting of none of this recipe's stage commands "
+                              f"({commands}).{suggest(k.replace('_', '-'), names)} A [common] key is given to every "
+                              f"stage whose command has it; see `vl COMMAND --help` for the keys.")
 
 
 def stage_argv(exp: Experiment, stage: Stage, out: Path, device: str | None) -> list[str]:
     """The command line of ``stage``: the common keys its command has, then its own settings,
     ``@NAME`` references resolved to that stage's folder, and ``--out`` its own folder."""
-    cmd = _command(stage, exp.source)
-    own = {k.replace("-", "_"): v for k, v in stage.settings.items()}
-    keys = _params(cmd, own)
+    cmd, own, keys = _stage_keys(exp, stage)
     values: dict[str, Any] = {}
     for k, v in exp.common.items():
-        if k.replace("-", "_") in keys:
+        if k.replace("-", "_") in keys and k.replace("-", "_") != "out":
             values[keys[k.replace("-", "_")].name] = v
     for k, v in own.items():
         if k not in keys:
-            raise ConfigError(f"{exp.source}: stage '{stage.name}' (vl {stage.command}) has no setting "
+            raise ConfigError(f"{exp.origin(stage.name, k)}: stage '{stage.name}' (vl {stage.command}) has no setting "
                               f"'{k.replace('_', '-')}'.{suggest(k, keys)} See `vl {stage.command} --help`.")
         values[keys[k].name] = v
     params = {p.name: p for p in keys.values()}
@@ -94,6 +130,40 @@ def stage_argv(exp: Experiment, stage: Stage, out: Path, device: str | None) -> 
     return positional + argv
 
 
+def check_argv(exp: Experiment, stage: Stage, argv: list[str]) -> None:
+    """Parse the command line of ``stage`` as its command will (types and ranges of every value,
+    ``--set`` ones included) without running it: a bad value is a usage error (exit 2) naming the
+    stage, before any stage runs."""
+    cmd = cli.commands[stage.command]
+    try:
+        ctx = cmd.make_context(f"vl {stage.command}", list(argv))
+    except click.UsageError as exc:
+        where = "the recipe or the --set that gives the value"
+        param = getattr(exc, "param", None)
+        if param is not None:  # the setting that gave the bad value: the stage's own, else [common]
+            keys = _stage_keys(exp, stage)[2]
+            given = [("stage", k) for k in stage.settings if getattr(keys.get(k.replace("-", "_")), "name", None)
+                     == param.name] or [("common", k) for k in exp.common
+                                        if getattr(keys.get(k.replace("-", "_")), "name", None) == param.name]
+            if given:
+                table, key = given[-1]
+                where = f"{exp.origin(stage.name if table == 'stage' else 'common', key)} ('{key}')"
+        raise StageError(f"stage '{stage.name}' of {exp.source}: {exc.format_message()}\n(it would run: "
+                         f"vl {stage.command} {shlex.join(argv)}) Fix the value in {where}; no stage has run.",
+                         exc.exit_code) from None
+    ctx.close()
+
+
+def plan(exp: Experiment, out: Path, device: str | None) -> list[tuple[Stage, list[str]]]:
+    """Every stage of ``exp`` with its command line, all checked before any stage runs: the keys of
+    [common] and of each stage, and each command line parsed as its command will."""
+    check_common(exp)
+    plans = [(s, stage_argv(exp, s, out, device)) for s in exp.stages]
+    for stage, argv in plans:
+        check_argv(exp, stage, argv)
+    return plans
+
+
 def same_stage(record: dict, argv: list[str], out: Path, command: str) -> bool:
     """Whether a stage record was made by the command line ``argv``, wherever the experiment folder
     was then (a copied or moved folder is reused) and with old spellings of flags read as today's."""
@@ -117,9 +187,9 @@ def _stage_start(exp: Experiment, stage: Stage, argv: list[str], out: Path, fold
     if record.exists():
         rec = read_json(record)
         if not same_stage(rec, argv, out, stage.command):
-            raise VLError(f"{folder} was made by other settings than this recipe's stage '{stage.name}' now "
-                          f"asks for (it ran `{' '.join(['vl', rec.get('command', '?'), *rec.get('argv', [])])}`). "
-                          f"Choose another --out, or delete {folder} to run the stage again.")
+            raise OutputError(f"{folder} was made by other settings than this recipe's stage '{stage.name}' now "
+                              f"asks for (it ran `{' '.join(['vl', rec.get('command', '?'), *rec.get('argv', [])])}`). "
+                              f"Choose another --out, or delete {folder} to run the stage again.")
         if rec.get("done"):
             echo(f"[{i}/{n}] {stage.name}: done earlier, reused ({folder})")
             return None
@@ -127,13 +197,62 @@ def _stage_start(exp: Experiment, stage: Stage, argv: list[str], out: Path, fold
     extra = []
     found = describe(folder)
     if not record.exists() and not found.empty:
-        raise VLError(f"{folder} holds {found.what}, which this recipe's stage '{stage.name}' did not make. "
-                      f"Choose another --out, or move {folder} away.")
+        raise OutputError(f"{folder} holds {found.what}, which this recipe's stage '{stage.name}' did not make. "
+                          f"Choose another --out, or move {folder} away.")
     if record.exists() and found.kind == COMMAND_KINDS[stage.command]:  # this stage's unfinished artifact
         extra = ["--resume"] if found.kind in RESUMABLE else ["--overwrite"]
     folder.mkdir(parents=True, exist_ok=True)
     write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": False})
     return extra
+
+
+def _missing(folder: Path) -> list[Path]:
+    """The folders from ``folder`` up that do not exist yet (the deepest first)."""
+    missing = []
+    for d in [folder, *folder.parents]:
+        if d.exists():
+            break
+        missing.append(d)
+    return missing
+
+
+def _leave_nothing(folder: Path, created: list[Path]) -> None:
+    """After a stage that failed or was stopped: when it wrote nothing (its folder holds only the
+    stage record, or temporary files of interrupted writes), remove the record and the folders
+    :func:`run_experiment` created for it, so the corrected command starts the stage afresh."""
+    if not describe(folder).empty:
+        return  # it did work: the record stays, and the same command continues the stage
+    names = [RECORD] + ([_FILES_RECORD] if _FILES_RECORD and folder in created else [])
+    for name in names:  # vl's own records only; the folder it created for the stage, if nothing else is there
+        path = folder / name
+        try:
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                _forget(path)
+        except OSError:
+            return
+    for d in created:  # the deepest first; only while empty
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+try:  # the record of the files vl wrote in a folder (vlcore.io.FileRecord), where this vlcore keeps one
+    from vlcore.io import RECORD_NAME as _FILES_RECORD
+except ImportError:  # pragma: no cover
+    _FILES_RECORD = None
+
+
+def _forget(path: Path) -> None:
+    """Note in the record of the claimed folder holding ``path`` (OUT) that vl removed it."""
+    try:
+        from vlcore.io import record_for
+    except ImportError:  # pragma: no cover
+        return
+    rec = record_for(path)
+    if rec is not None:
+        rec.add("gone", path)
 
 
 def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, echo=click.echo) -> dict[str, dict]:
@@ -143,7 +262,7 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
     name.  The caller claims ``out`` (:func:`vlcore.cli.common.claim_out`)."""
     from vlcore import distributed
 
-    plans = [(s, stage_argv(exp, s, out, device)) for s in exp.stages]  # every stage checked before any runs
+    plans = plan(exp, out, device)  # every stage checked before any runs
     main = distributed.is_main()  # under torchrun: rank 0 decides and records; all ranks run experts and distill
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -152,18 +271,25 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
         folder = stage_folder(exp, stage, out)
         record = folder / RECORD
         line = f"vl {stage.command} {shlex.join(argv)}"
+        created = _missing(folder) if main else []
         extra = _stage_start(exp, stage, argv, out, folder, i, n, line, echo) if main else None
         extra = distributed.broadcast(extra)  # None: done earlier
         if extra is None:
             continue
         t0 = time.time()
         cmd = cli.commands[stage.command]
-        if main or stage.command in ("experts", "distill"):
-            try:
-                cmd.main(args=argv + extra, prog_name=f"vl {stage.command}", standalone_mode=False)
-            except click.ClickException as exc:
-                raise VLError(f"stage '{stage.name}' of {exp.source} failed: {exc.format_message()}\n"
-                              f"(it ran: {line})") from None
+        finished = False
+        try:
+            if main or stage.command in ("experts", "distill"):
+                try:
+                    cmd.main(args=argv + extra, prog_name=f"vl {stage.command}", standalone_mode=False)
+                except click.ClickException as exc:  # its exit status is kept: 2 for a usage error
+                    raise StageError(f"stage '{stage.name}' of {exp.source} failed: {exc.format_message()}\n"
+                                     f"(it ran: {line})", exc.exit_code) from None
+            finished = True
+        finally:
+            if not finished and main:
+                _leave_nothing(folder, created)  # a stage that did no work leaves nothing
         distributed.barrier()  # every rank is done with the stage
         if main:
             write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": True,
@@ -228,9 +354,10 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
     for assignment in sets:
         override(exp, assignment)
     out = Path(out or Path("runs") / Path(exp.source).stem)
+    plans = plan(exp, out, device)  # every stage checked before OUT is touched
     if dry_run:
-        for s in exp.stages:
-            click.echo(f"vl {s.command} {shlex.join(stage_argv(exp, s, out, device))}")
+        for s, argv in plans:
+            click.echo(f"vl {s.command} {shlex.join(argv)}")
         return
     from vlcore import distributed
 

@@ -4,14 +4,21 @@
 
 The optional libraries are imported when a logger starts, so ``--log tensorboard`` without
 TensorBoard installed fails with the ``pip install`` that fixes it, before any data work.
+
+Every path a bundled logger writes lies inside the run folder OUT: a path option (``jsonl.file``,
+``tensorboard.dir``) is checked by :func:`run_path` when the options are read (an absolute path, a
+``..``, a hidden name or a name another part of the artifact writes is a usage error naming the
+fix), and by :func:`inside` when the run starts (a path that resolves outside OUT through a
+symbolic link is refused before anything is written).
 """
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from vlcore import hookimpl
 from vlcore.errors import ConfigError, VLError
@@ -28,6 +35,69 @@ def _need(module: str, extra: str, logger: str):
                       f"pip install 'vlcore[{extra}]', or drop '{logger}' from --log.") from None
 
 
+def _artifact_names(own: str) -> tuple[str, ...]:
+    """fnmatch patterns of the names the artifacts of vl write in their folder, ``own`` (the
+    logger's own default) excepted: a logger must not write over them."""
+    try:
+        from vlcore.outdir import COMMON, KINDS
+    except ImportError:  # pragma: no cover
+        return ()
+    return tuple(p for _, names in KINDS.values() for p in names if p != own) + tuple(COMMON)
+
+
+def run_path(logger: str, option: str, value, default: str) -> str:
+    """The path option ``option`` of ``logger`` (``--log-option LOGGER.OPTION=VALUE``), checked to
+    name a place inside the run folder OUT: relative to it, with no ``..`` and no hidden part (the
+    records of vl start with a dot), and not a name another part of the artifact writes
+    (``meta.json``, ``best``, ...).  Returns it normalised; a ConfigError naming the option and the
+    fix otherwise.  ``default``: the option's default (shown in the fix)."""
+    import fnmatch
+
+    text = str(value)
+    where = f"--log-option {logger}.{option}={text}"
+    fix = (f"Give a path relative to the run folder, inside it (e.g. --log-option {logger}.{option}={default}); "
+           f"to keep the files elsewhere, copy or link them after the run.")
+    p = PurePath(text)
+    if not text.strip() or not p.parts or p.parts == (".",):
+        why = "names no file or folder"
+    elif p.is_absolute() or p.anchor or text.startswith("~"):
+        what = "a home-folder path (~ is not expanded)" if text.startswith("~") else "an absolute path"
+        why = f"is {what}, outside the run folder OUT"
+    elif ".." in p.parts:
+        why = "goes up out of the run folder OUT ('..')"
+    elif any(part.startswith(".") for part in p.parts):
+        why = "has a hidden part (a name starting with '.'); vl keeps its own records under such names"
+    elif any(ord(ch) < 32 for ch in text):
+        why = "holds a control character"
+    elif any(fnmatch.fnmatchcase(p.parts[0], pat) for pat in _artifact_names(default)):
+        why = f"names '{p.parts[0]}', which another part of the run's artifact writes in OUT"
+    else:
+        return str(p)
+    raise ConfigError(f"{where}: a logger writes only inside the run folder OUT, and this path {why}. {fix}")
+
+
+def inside(run: LogRun, rel: str, logger: str, option: str | None = None) -> Path:
+    """``run.out / rel``, refused (ConfigError) when it resolves outside the run folder (a symbolic
+    link in OUT to another place): the check of a logger's paths when the run starts, before it
+    writes."""
+    target = run.out / rel
+    root = os.path.realpath(run.out)
+    real = os.path.realpath(target)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        what = f"--log-option {logger}.{option}={rel}" if option else f"logger '{logger}': {rel}"
+        raise ConfigError(f"{what}: {target} leads to {real}, outside the run folder {run.out} (through a symbolic "
+                          f"link); a logger writes only inside OUT. Remove the link, or choose another --out.")
+    return target
+
+
+def _note_written(path: Path) -> None:
+    """Record in the run folder's record of vl's files that ``path`` is about to be written (a file
+    written other than atomically: the appended log), so the folder's commands know it is vl's."""
+    from vlcore.io import note_written
+
+    note_written(path)
+
+
 class JsonlLogger(Logger):
     """JSON Lines in the run folder (always on): one object per step, figure and start/finish.
 
@@ -38,8 +108,11 @@ class JsonlLogger(Logger):
 
     @dataclass(frozen=True)
     class Config:
-        #: file name inside the run folder
+        #: file inside the run folder (a path relative to it)
         file: str = "log.jsonl"
+
+        def __post_init__(self):
+            object.__setattr__(self, "file", run_path("jsonl", "file", self.file, "log.jsonl"))
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -49,7 +122,9 @@ class JsonlLogger(Logger):
     def _write(self, record: dict) -> None:
         if self._f is None:
             run = self._run
-            self._run.out.mkdir(parents=True, exist_ok=True)
+            self.path = inside(run, self.config.file, self.name, "file")  # checked again: nothing written yet
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _note_written(self.path)
             self._f = open(self.path, "a" if run.resume else "w", encoding="utf-8")
             self._f.write(json.dumps({"event": "resume" if run.resume else "start", "time": self._started,
                                       "name": run.name, "config": run.config}, default=str) + "\n")
@@ -58,7 +133,7 @@ class JsonlLogger(Logger):
 
     def start(self, run: LogRun) -> None:
         self._run, self._started = run, time.time()
-        self.path = run.out / self.config.file
+        self.path = inside(run, self.config.file, self.name, "file")
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         self._write({"step": step, **scalars})
@@ -73,6 +148,15 @@ class JsonlLogger(Logger):
             self._f = None
 
 
+def jsonl_file(loggers, out) -> Path:
+    """The file the ``jsonl`` logger of ``loggers`` (a :class:`vlcore.loggers.Loggers`, or a list of
+    loggers) writes for the run folder ``out``: what a command's summary names."""
+    for lg in getattr(loggers, "loggers", loggers) or ():
+        if isinstance(lg, JsonlLogger):
+            return Path(out) / lg.config.file
+    return Path(out) / JsonlLogger.Config().file
+
+
 class TensorBoardLogger(Logger):
     """TensorBoard event files in the run folder (scalars, the image grid, the settings as text)."""
 
@@ -80,10 +164,14 @@ class TensorBoardLogger(Logger):
 
     @dataclass(frozen=True)
     class Config:
-        #: folder inside the run folder (point `tensorboard --logdir` at it, or at a parent of many runs)
+        #: folder inside the run folder, relative to it (point `tensorboard --logdir` at it, or at a parent of
+        #: many runs)
         dir: str = "tensorboard"
         #: seconds between flushes to disk
         flush_secs: int = 10
+
+        def __post_init__(self):
+            object.__setattr__(self, "dir", run_path("tensorboard", "dir", self.dir, "tensorboard"))
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -92,7 +180,11 @@ class TensorBoardLogger(Logger):
     def start(self, run: LogRun) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run.out / self.config.dir), flush_secs=self.config.flush_secs)
+        folder = inside(run, self.config.dir, self.name, "dir")
+        before = set(folder.iterdir()) if folder.is_dir() else set()
+        self.writer = SummaryWriter(log_dir=str(folder), flush_secs=self.config.flush_secs)
+        for f in sorted(set(folder.iterdir()) - before):  # the event file it opened (its name is TensorBoard's)
+            _note_written(f)
         self.writer.add_text("config", "```\n" + json.dumps(run.config, indent=2, default=str) + "\n```")
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
@@ -139,7 +231,8 @@ class WandbLogger(Logger):
         import wandb
 
         c = self.config
-        id_file = run.out / self.ID_FILE
+        inside(run, "wandb", self.name)  # wandb writes OUT/wandb/ (and OUT/.wandb-run-id): both inside OUT
+        id_file = inside(run, self.ID_FILE, self.name)
         run_id = id_file.read_text().strip() if run.resume and id_file.exists() else secrets.token_hex(4)
         # the mode is read here, not left to wandb: its settings outlive a run in the process, so an earlier
         # run's mode would otherwise win over $WANDB_MODE
@@ -147,7 +240,23 @@ class WandbLogger(Logger):
         self.run = wandb.init(project=c.project or os.environ.get("WANDB_PROJECT") or "vlcore", entity=c.entity,
                               name=run.name, dir=str(run.out), config=run.config, mode=mode, id=run_id,
                               resume="allow")
-        id_file.write_text(run_id + "\n")
+        from vlcore.io import write_text
+
+        write_text(id_file, run_id + "\n")  # atomic, and recorded as vl's
+        self._wandb_dir = run.out / "wandb"
+        self._note_wandb_files()
+
+    def _note_wandb_files(self) -> None:
+        """Record the files wandb wrote under OUT/wandb/ as vl's (so --overwrite may delete them; a
+        file wandb writes after the last call, e.g. before a kill -9, is not recorded and so kept)."""
+        root = getattr(self, "_wandb_dir", None)
+        if root is None or root.is_symlink() or not root.is_dir():
+            return
+        for dirpath, _, files in os.walk(root):  # links are not followed
+            for f in files:
+                p = Path(dirpath) / f
+                if not p.is_symlink():
+                    _note_written(p)
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         self.run.log(dict(scalars), step=step)
@@ -159,6 +268,7 @@ class WandbLogger(Logger):
 
     def finish(self) -> None:
         self.run.finish()
+        self._note_wandb_files()
 
 
 LOGGERS = (JsonlLogger, TensorBoardLogger, WandbLogger)

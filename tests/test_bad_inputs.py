@@ -301,7 +301,7 @@ def c_run_stage_folder_holds_something_else(made, ws):
     shutil.copytree(ws / "dist", ws / "exp" / "sel")
     (ws / "r.toml").write_text("[common]\ndataset = 'embedded'\n\n[stages.sel]\nrun = 'coreset'\nmethod = 'random'\n"
                                "budget = 4\n")
-    return ["run", ws / "r.toml", "--out", ws / "exp"], 1, ["stage 'sel'", "finished distillation", "another --out"]
+    return ["run", ws / "r.toml", "--out", ws / "exp"], 2, ["stage 'sel'", "finished distillation", "another --out"]
 
 
 CASES = [c_truncated_checkpoint, c_pickle_as_checkpoint, c_only_an_old_pickle_checkpoint, c_truncated_expert,
