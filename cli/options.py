@@ -6,11 +6,15 @@ whatever is installed, third-party plugins included.  :class:`ModelOptions` and
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -116,10 +120,28 @@ class DatasetOptions:
 
     @classmethod
     def pop(cls, kw: dict) -> "DatasetOptions":
-        return cls(*(kw.pop(k) for k in DATASET_PARAMS))
+        """The dataset flags of a command's ``kw``, checked now when the dataset is named."""
+        return cls(*(kw.pop(k) for k in DATASET_PARAMS)).check()
 
     def options(self) -> dict[str, Any]:
         return parse_kv(self.dataset_opts, "--dataset-option")
+
+    def check(self) -> "DatasetOptions":
+        """Refuse, before any work, options the dataset's Config does not take: an unknown key, a value
+        of the wrong type or outside the field's declared range, as the flags are (``--dataset-option
+        limit=0`` as ``--limit 0``).  The dataset's files are read later; None: not named yet."""
+        if self.dataset is None:
+            return self
+        opts = self.options()
+        for k, v in (("root", self.data_dir), ("limit", self.limit)):
+            if v is not None:
+                opts[k] = v
+        try:
+            get_host().config("dataset", self.dataset, opts)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (--dataset-option KEY=VALUE sets them; `vl list datasets` shows each "
+                              f"dataset's options.)") from None
+        return self
 
     def inherit(self, src: dict, default: str | None = None) -> "DatasetOptions":
         """What the user passed, else what an artifact (a pair set or buffer, whose dataset record
@@ -130,7 +152,7 @@ class DatasetOptions:
         opts = self.options() or (dict(src.get("options") or {}) if same else {})
         return DatasetOptions(dataset, self.data_dir if self.data_dir is not None else (src.get("root") if same else None),
                               self.limit if self.limit is not None else (src.get("limit") if same else None),
-                              tuple(kv_list(opts)))
+                              tuple(kv_list(opts))).check()
 
 
 def dataset_options(default_dataset: str | None = "embedded", shown: str | None = None):
@@ -339,8 +361,13 @@ def json_option(f):
 
 
 def seed_option(f):
-    return click.option("--seed", type=int, default=0, show_default=True,
-                        help="Seed of every random choice of the run (initialisation, sampling, models).")(f)
+    from vlcore.config import SEED
+
+    from .command import Number
+
+    return click.option("--seed", type=Number(int, SEED), default=0, show_default=True, metavar="INTEGER",
+                        help=f"Seed of every random choice of the run (initialisation, sampling, models) "
+                             f"[range: {SEED}].")(f)
 
 
 def setup_logging(verbose: int) -> None:
@@ -363,9 +390,11 @@ def handle_errors(f):
     command exits with its ``exit_code``: 2 for usage errors (an unknown or out-of-range option, an
     unusable or occupied ``--out``: ConfigError, UnknownComponentError, OutputError; click's own
     usage errors exit 2 as well), 1 for the rest (data, artifacts, a busy folder).  An OSError (a
-    file that cannot be read or written) exits 1 naming the file.  Ctrl-C exits 130 and SIGTERM 143;
-    both first let a distillation write its checkpoint and atomic writes remove their temporary
-    files (:mod:`vlcore.interrupt`).
+    file that cannot be read or written) exits 1 naming the file; a full disk or quota (ENOSPC,
+    EDQUOT), a read-only file system (EROFS) and a permission refused (EACCES, EPERM) name the folder
+    and the fix (:func:`disk_problem`), also when a library (safetensors, torch) reports them in an
+    exception of its own.  Ctrl-C exits 130 and SIGTERM 143; both first let a distillation write its
+    checkpoint and atomic writes remove their temporary files (:mod:`vlcore.interrupt`).
     """
     from vlcore.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 
@@ -374,9 +403,14 @@ def handle_errors(f):
         try:
             with sigterm_as_interrupt():
                 return f(*args, **kwargs)
-        except VLError as exc:
-            raise Failure(str(exc), exc.exit_code) from None
+        except VLError as exc:  # one that a full disk caused, and says only that a write failed: add the fix
+            disk = disk_problem(exc, kwargs.get("out"), space_only=True)
+            raise Failure(f"{exc} {disk}" if disk and "free space" not in str(exc).lower() else str(exc),
+                          exc.exit_code) from None
         except OSError as exc:
+            disk = disk_problem(exc, kwargs.get("out"))
+            if disk:
+                raise Failure(disk, 1) from None
             where = f" ({exc.filename})" if exc.filename else ""
             raise Failure(f"{exc.strerror or exc}{where}. Check that the path exists and can be read or written, "
                           f"and that the disk has space.", 1) from None
@@ -386,7 +420,89 @@ def handle_errors(f):
                        f"checkpoint and a buffer keeps its finished experts: continue with the same command and "
                        f"--resume (`vl run` and `vl demo`: the same command).", err=True)
             raise SystemExit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
+        except Exception as exc:  # a library's own error for a full disk (safetensors, torch): said as one
+            disk = disk_problem(exc, kwargs.get("out"))
+            if disk:
+                raise Failure(disk, 1) from None
+            raise
     return wrapper
+
+
+#: errno -> what a library's message for it says (safetensors: "IoError(Os { code: 28, kind:
+#: StorageFull, ... })"; the C library's strerror)
+_DISK_ERRNOS = {errno.ENOSPC: ("No space left on device", "StorageFull"),
+                errno.EDQUOT: ("Disk quota exceeded", "QuotaExceeded", "FilesystemQuotaExceeded"),
+                errno.EROFS: ("Read-only file system", "ReadOnlyFilesystem"),
+                errno.EACCES: (), errno.EPERM: ()}
+
+
+def _disk_errno(exc: BaseException, codes) -> tuple[int, str | None] | None:
+    """(errno, file name) of the first disk problem in ``exc``'s chain (its causes and contexts)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in codes:
+            return exc.errno, exc.filename
+        if not isinstance(exc, OSError):
+            text = str(exc)
+            for code, words in _DISK_ERRNOS.items():
+                if code in (errno.EACCES, errno.EPERM) or code not in codes:
+                    continue  # only an OSError says which file was refused
+                if f"code: {code}," in text or any(w in text for w in words):
+                    return code, None
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_problem(exc: BaseException, out: Any = None, *, space_only: bool = False) -> str | None:
+    """The message for a write that the disk refused (``exc`` or an exception in its chain: an OSError
+    with errno ENOSPC, EDQUOT, EROFS, EACCES or EPERM, or a library's error saying so), naming the
+    folder (the file's, else ``out``, the command's --out) and the fix; None for any other error.
+    ``space_only``: only a full disk or quota counts."""
+    found = _disk_errno(exc, (errno.ENOSPC, errno.EDQUOT) if space_only else tuple(_DISK_ERRNOS))
+    if found is None:
+        return None
+    code, filename = found
+    if isinstance(filename, bytes):
+        filename = os.fsdecode(filename)
+    path = os.path.abspath(str(filename)) if filename else None
+    if path:  # the file an atomic write was making, not its temporary name (.NAME.XXXXXXXX.tmp)
+        m = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.tmp", os.path.basename(path))
+        path = os.path.join(os.path.dirname(path), m.group(1)) if m else path
+    folder = os.path.dirname(path) if path else (os.path.abspath(str(out)) if out else None)
+    shown = folder or "the output folder (--out)"
+    writing = f" (writing {path})" if path else ""
+    cache = ""
+    try:
+        from vlcore.io import cache_dir
+
+        if folder and Path(folder).resolve().is_relative_to(cache_dir().resolve()):
+            cache = (f" {shown} is vlcore's cache (caption embeddings, image tensors): set VL_CACHE_DIR to a "
+                     f"folder on a disk with room, or empty the cache.")
+    except Exception:  # the cache folder cannot even be found: say nothing of it
+        pass
+    again = ("then run the same command again (`vl experts` and `vl distill` continue with --resume). Every "
+             "file written is complete or absent (writes are atomic), so nothing corrupt is kept.")
+    if code == errno.ENOSPC:
+        free = ""
+        try:
+            probe = folder or os.getcwd()
+            while probe and not os.path.exists(probe):
+                probe = os.path.dirname(probe)
+            free = f"; {shutil.disk_usage(probe).free / 2 ** 20:.0f} MiB free there now"
+        except OSError:
+            pass
+        return (f"No space left on the disk holding {shown}{writing}{free}. Free space on it (`df -h {shown}` "
+                f"shows how much), or choose an --out on a disk with room; {again}{cache}")
+    if code == errno.EDQUOT:
+        return (f"Your disk quota is exceeded on the disk holding {shown}{writing}. Free space within your quota "
+                f"(`quota -s` shows it), or choose an --out on another disk; {again}{cache}")
+    if code == errno.EROFS:
+        return (f"{shown} is on a read-only file system{writing}. Choose an --out on a writable disk (or remount "
+                f"it read-write); {again}{cache}")
+    return (f"Permission denied: {path or shown}. Make it readable and writable for you (`ls -ld {shown}` shows "
+            f"the owner and mode of its folder), or choose another path (--out: a folder you can write); then run "
+            f"the same command again.{cache}")
 
 
 def overwrite_option(f):

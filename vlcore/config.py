@@ -16,6 +16,14 @@ _FALSE = {"0", "false", "no", "n", "off"}
 #: overflows inside the optimiser); anything near it explodes, which the distillation's state guard catches
 MAX_LR = 1e30
 
+#: the smallest non-zero magnitude any float option accepts: float32's smallest normal number.  vl
+#: computes in float32, which flushes a smaller value towards 0 (``--lr-init 1e-320`` becomes a step size
+#: of 0, a set `vl eval` refuses), so such a value is refused when the option is read, like a non-finite one
+FLOAT32_TINY = 1.1754943508222875e-38
+
+#: every integer option fits a signed 64-bit integer (TOML's integers, torch's and numpy's seeds)
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Range:
@@ -27,8 +35,13 @@ class Range:
     hi_open: bool = False
 
     def __contains__(self, v) -> bool:
-        if isinstance(v, float) and not math.isfinite(v):
+        if isinstance(v, float) and (not math.isfinite(v) or 0 < abs(v) < FLOAT32_TINY):
             return False
+        if isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
+            return False
+        return self._in_bounds(v)
+
+    def _in_bounds(self, v) -> bool:
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             return False
         return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
@@ -48,12 +61,23 @@ class Range:
         """Why ``v`` is not accepted (None: it is)."""
         if v is None or isinstance(v, bool) or v in self:
             return None
-        what = "is not a finite number" if isinstance(v, float) and not math.isfinite(v) else "is out of range"
         if self.lo is None and self.hi is None:
             want = "a finite number"
         else:
             want = f"a number {'in ' if self.lo is not None and self.hi is not None else ''}{self}"
-        return f"{v} {what}; give {want}"
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{v} is not a finite number; give {want}"
+        if isinstance(v, float) and 0 < abs(v) < FLOAT32_TINY and self._in_bounds(v):
+            zero = "0 or " if 0.0 in self else ""
+            return (f"{v!r} is too small: vl computes in float32, where it would act as 0; give {zero}{want}, "
+                    f"at least {FLOAT32_TINY:.3g} in magnitude")
+        if isinstance(v, int) and self._in_bounds(v):
+            lo = INT64_MIN if self.lo is None else max(INT64_MIN, math.floor(self.lo) + 1 if self.lo_open
+                                                       else math.ceil(self.lo))
+            hi = INT64_MAX if self.hi is None else min(INT64_MAX, math.ceil(self.hi) - 1 if self.hi_open
+                                                       else math.floor(self.hi))
+            return f"{v} does not fit a 64-bit integer; give an integer in [{lo}, {hi}]"
+        return f"{v} is out of range; give {want}"
 
 
 def ranged(default, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
@@ -63,25 +87,56 @@ def ranged(default, lo: float | None = None, hi: float | None = None, *, lo_open
     return dataclasses.field(default=default, metadata={**metadata, "range": Range(lo, hi, lo_open, hi_open)})
 
 
-#: every float option accepts only finite numbers, also without a declared range
+#: every float option accepts only finite numbers (and no magnitude below :data:`FLOAT32_TINY` but 0),
+#: every integer option only 64-bit integers, also without a declared range
 FINITE = Range()
+
+#: a random seed: numpy refuses negative seeds, and TOML (config.toml) holds 64-bit integers
+SEED = Range(0, INT64_MAX)
+
+#: options whose name means the same in every component, and so accept the same values wherever they
+#: are declared without a range of their own (in any plugin too), and in the flags of the same name
+#: (``--seed``, ``--limit``): a seed; a dataset's ``limit`` (at most N images per split) and ``holdout``
+#: (training images held out)
+SHARED_RANGES: dict[str, Range] = {"seed": SEED, "limit": Range(1), "holdout": Range(0)}
+
+
+def _is_int_field(cls: type, name: str) -> bool:
+    try:
+        tp = typing.get_type_hints(cls).get(name)
+    except Exception:  # an annotation that cannot be resolved: no shared range
+        return False
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return int in args and bool not in args
 
 
 def option_range(cls: type, name: str) -> Range | None:
     """The range of field ``name`` of the Config dataclass ``cls``, declared with :func:`ranged` on
-    it or on a base class (a subclass that only changes a default keeps its base's range)."""
+    it or on a base class (a subclass that only changes a default keeps its base's range); else the
+    shared range of an integer option of that name (:data:`SHARED_RANGES`)."""
     for klass in cls.__mro__:
         f = getattr(klass, "__dataclass_fields__", {}).get(name)
         if f is not None and "range" in f.metadata:
             return f.metadata["range"]
+    if name in SHARED_RANGES and _is_int_field(cls, name):
+        return SHARED_RANGES[name]
     return None
+
+
+def value_range(cls: type, name: str, value: Any) -> Range | None:
+    """The range ``value`` of option ``name`` of ``cls`` must be in: its declared or shared range, else
+    :data:`FINITE` for any number (finite floats, 64-bit integers)."""
+    r = option_range(cls, name)
+    if r is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        r = FINITE
+    return r
 
 
 def check_ranges(cfg: Any, owner: str) -> None:
     """ConfigError naming the first option of the dataclass instance ``cfg`` outside its range."""
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        r = option_range(type(cfg), f.name) or (FINITE if isinstance(v, float) else None)
+        r = value_range(type(cfg), f.name, v)
         why = r.problem(v) if r is not None else None
         if why:
             raise ConfigError(f"{owner}: option '{f.name}' (--{f.name.replace('_', '-')}): {why}.")
@@ -177,7 +232,7 @@ def build_config(cls: type, options: Mapping[str, Any] | None = None, *, owner: 
         if value is None:
             continue
         kwargs[name] = _coerce(value, hints[name], f"Option '{key}' of {label}")
-        r = option_range(cls, name)
+        r = value_range(cls, name, kwargs[name])
         why = r.problem(kwargs[name]) if r is not None else None
         if why:
             raise ConfigError(f"Option '{key}' of {label}: {why}.")

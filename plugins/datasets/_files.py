@@ -38,20 +38,35 @@ def read_text(path: str, name: str, what: str) -> list[str]:
     """The lines of a text file (without line endings), or a DataError naming the file.
 
     Lines that are not valid UTF-8 are read with U+FFFD replacement characters and a warning names
-    the file, the lines and the fix (the text would otherwise change silently)."""
+    the file, the lines and the fix (:func:`decode_text`)."""
+    return decode_text(read_bytes(path, name, what), path, name, what).splitlines()
+
+
+def read_bytes(path: str, name: str, what: str) -> bytes:
+    """The bytes of a file, or a DataError naming it (not found, unreadable)."""
     if not os.path.isfile(path):
         raise DataError(f"Dataset '{name}': {what} {path} not found.")
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except OSError as exc:
         raise DataError(f"Dataset '{name}': cannot read {what} {path}: {exc}.") from None
+
+
+def decode_text(raw: bytes, path: str, name: str, what: str, *, bom: bool = False) -> str:
+    """The text of a caption file's bytes: UTF-8 (``bom``: a leading byte-order mark is dropped).
+
+    The rule of every caption file (README, "Bad inputs"): lines that are not valid UTF-8 are read with
+    U+FFFD replacement characters and a warning names the file, the lines and the fix, since their text
+    would otherwise change silently; the file is still used."""
+    if bom and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     try:
-        return raw.decode("utf-8").splitlines()
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         pass
     lines, bad = [], []
-    for n, line in enumerate(raw.splitlines(), 1):
+    for n, line in enumerate(raw.splitlines(keepends=True), 1):
         try:
             lines.append(line.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -61,7 +76,7 @@ def read_text(path: str, name: str, what: str) -> list[str]:
     log.warning("Dataset '%s': %s %s is not valid UTF-8 at %s%s; those lines were read with replacement "
                 "characters (U+FFFD). Convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) to keep their "
                 "text.", name, what, path, ", ".join(bad[:SHOW_MISSING]), more)
-    return lines
+    return "".join(lines)
 
 
 def missing_message(missing: list[str], total: int) -> str:

@@ -9,7 +9,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from vlcore.errors import DataError, suggest
+from vlcore.config import INT64_MAX, SEED, ranged
+from vlcore.errors import ConfigError, DataError, suggest
 
 #: split names a column may use -> vlcore's
 SPLIT_NAMES = {"train": "train", "training": "train", "restval": "train", "dev": "dev", "val": "dev",
@@ -19,12 +20,13 @@ SPLITS = ("train", "dev", "test")
 
 @dataclass(frozen=True)
 class TableConfig:
-    """The options every image-caption table has (the Config of ``captions`` and ``hf`` extends it)."""
+    """The options every image-caption table has (the Config of ``captions`` and ``hf`` extends it).
+    Numbers are checked when the options are read (``--dataset-option``), like the flags."""
 
     #: the data folder (``--data DIR``)
     root: str | None = None
     #: at most this many images per split (the first ones)
-    limit: int | None = None
+    limit: int | None = ranged(None, 1)
     #: column of the image (a file path, relative to the folder or its images/, or image data)
     image_column: str = "image"
     #: column of the caption (a string, or a list of strings: several captions of one image)
@@ -32,13 +34,20 @@ class TableConfig:
     #: column naming each row's split (train, dev/val/validation, test); when absent, a seeded split
     split_column: str = "split"
     #: seeded split: dev images, as a fraction of all images (< 1) or a count (>= 1)
-    dev: float = 0.1
+    dev: float = ranged(0.1, 0, INT64_MAX)
     #: seeded split: test images, as a fraction (< 1) or a count (>= 1); 0: no test split
-    test: float = 0.1
+    test: float = ranged(0.1, 0, INT64_MAX)
     #: seed of the seeded split
-    seed: int = 0
+    seed: int = ranged(0, SEED.lo, SEED.hi)
     #: the terms of the data, recorded in every artifact made from it (and in an exported set's card)
     license: str | None = None
+
+    def __post_init__(self):
+        for what in ("dev", "test"):
+            v = getattr(self, what)
+            if isinstance(v, (int, float)) and v >= 1 and not float(v).is_integer():
+                raise ConfigError(f"Dataset option '{what}': {v:g} is neither a fraction (< 1) nor a count of "
+                                  f"images (a whole number >= 1); give e.g. {what}=0.1 or {what}={int(v)}.")
 
 
 @dataclass

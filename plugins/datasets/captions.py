@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from vlcore.data import Dataset, Split
 from vlcore.errors import DataError
 
-from ._files import ImageFileLoader, _DirListing, missing_message, need_root, stamp
+from ._files import ImageFileLoader, _DirListing, decode_text, missing_message, need_root, read_bytes, stamp
 from ._table import TableConfig, assign, check_columns, group
 
 #: the caption files looked for in the folder when none is named, in this order
@@ -62,8 +63,10 @@ class Captions(Dataset):
         """(columns, rows as (record, where, index)) of the caption file."""
         base = os.path.basename(path)
         ext = os.path.splitext(path)[1].lower()
+        # not UTF-8: the lines are read with replacement characters and a warning (the rule of every caption file)
+        text = decode_text(read_bytes(path, self.name, "caption file"), path, self.name, "caption file", bom=True)
         try:
-            with open(path, encoding="utf-8-sig", newline="") as f:
+            with io.StringIO(text, newline="") as f:
                 if ext in (".csv", ".tsv", ".txt"):
                     reader = csv.DictReader(f, delimiter="\t" if ext == ".tsv" else ",")
                     columns = list(reader.fieldnames or [])
@@ -87,8 +90,8 @@ class Captions(Dataset):
                                                 f"{{\"image\": \"a.jpg\", \"caption\": \"a dog\"}}.") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"Dataset '{self.name}': {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"Dataset '{self.name}': cannot read {path}: {exc}.") from None
+        except csv.Error as exc:
+            raise DataError(f"Dataset '{self.name}': cannot read {path}: {exc}. Fix the line it names.") from None
         for r, where, _ in rows:
             if not isinstance(r, dict):
                 raise DataError(f"Dataset '{self.name}': {where} is {type(r).__name__}, not an object with the "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlcore.config import ranged
 from vlcore.data import Dataset, Split
 from vlcore.errors import ConfigError, DataError
 
@@ -25,6 +26,10 @@ class SceneLoader:
 
     def __len__(self) -> int:
         return len(self.scenes)
+
+
+#: the most images a split of ``embedded`` has (``num_train=1e20`` would render until killed)
+MAX_IMAGES = 1_000_000
 
 
 class Embedded(Dataset):
@@ -51,11 +56,14 @@ class Embedded(Dataset):
         holdout: int = 0
         #: generator seed; train/dev/test draw from disjoint streams derived from it
         seed: int = 0
-        num_train: int = 2000
-        num_dev: int = 500
-        num_test: int = 500
+        #: training images (rendered on demand; at most a million, which already takes hours)
+        num_train: int = ranged(2000, 1, MAX_IMAGES)
+        #: dev images
+        num_dev: int = ranged(500, 1, MAX_IMAGES)
+        #: test images
+        num_test: int = ranged(500, 1, MAX_IMAGES)
         #: rendered image side in pixels
-        image_size: int = 64
+        image_size: int = ranged(64, 16, 1024)
 
     def __init__(self, config=None):
         config = config if config is not None else self.Config()
