@@ -517,8 +517,11 @@ def train_experts(spec: ModelSpec, data: PairData, cfg: ExpertConfig, out: str |
         else:
             _train_parallel(spec, data, cfg, out, todo, features, device, workers, done, settings)
     except BaseException:  # Ctrl-C, SIGTERM, an error: no temporary file of ours stays behind...
-        for i in todo:
-            for p in out.glob(f".expert_{i:03d}.safetensors.*.tmp"):
+        rec = FileRecord.read(out)  # only temporary files vl recorded creating: never a file of someone else's
+        names = {f"expert_{i:03d}.safetensors" for i in todo}
+        for rel in (rec.temps if rec is not None else ()):
+            p = out / rel
+            if "/" not in rel and rel[1:].rsplit(".", 2)[0] in names and p.is_file() and not p.is_symlink():
                 p.unlink(missing_ok=True)
         if distributed.is_main():  # ...and an expert file written just before it is recorded
             with shielded(deliver=False), contextlib.suppress(VLError, OSError):
