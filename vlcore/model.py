@@ -21,6 +21,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 TRAINABLE_MODES = ("full", "frozen", "lora")
+#: ``backbone_autocast`` values: "none" (float32) or the dtype the image backbone's pass runs in
+BACKBONE_AUTOCAST = ("none", "bfloat16")
 
 
 class ImageEncoder(Component, nn.Module):
@@ -125,9 +127,24 @@ class ModelSpec:
     dropout: float = 0.1
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    #: run the image backbone in the channels-last memory format (same numbers up to float noise;
+    #: faster convolutions on CPUs with oneDNN: benchmarks/BACKBONE.md)
+    channels_last: bool = False
+    #: autocast the image backbone's pass (forward and its backward) to this dtype; its features
+    #: come back as float32, so heads, losses and the distillation unroll stay float32.  Changes the
+    #: pixel gradients well beyond float noise (benchmarks/BACKBONE.md)
+    backbone_autocast: Literal["none", "bfloat16"] = "none"
+
+    #: how the backbone is executed, not what it computes: left out of :meth:`as_dict` at their
+    #: defaults, so records (and the run keys made from them) of specs without them stay the same
+    EXECUTION_FIELDS = ("channels_last", "backbone_autocast")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k in self.EXECUTION_FIELDS:
+            if d[k] == self.__dataclass_fields__[k].default:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
@@ -180,6 +197,8 @@ class DualEncoder(nn.Module):
                 p.requires_grad_(False)
         elif spec.lora:
             add_lora(self.backbone, spec)
+        if spec.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
 
     # ----------------------------------------------------------------- forward
     def forward(self, images=None, text=None, features=None):
@@ -194,7 +213,10 @@ class DualEncoder(nn.Module):
         return img, txt
 
     def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        """Backbone features of images in [0, 1], in float32; with the spec's ``channels_last`` /
+        ``backbone_autocast`` the pass runs in that memory format / dtype (and so does its backward,
+        which autograd records from the forward)."""
+        return run_backbone(self.backbone, x, self.spec)
 
     def embed_image_features(self, f: torch.Tensor) -> torch.Tensor:
         return self.image_head(f)
@@ -219,6 +241,23 @@ class DualEncoder(nn.Module):
         """Trainable parameters by name, optionally of one modality ("img" or "txt")."""
         return {n: p for n, p in self.named_parameters()
                 if p.requires_grad and (modality is None or self.modality_of(n) == modality)}
+
+
+def run_backbone(backbone: nn.Module, x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """``backbone(x)`` as ``spec``'s execution options ask: channels-last input (the backbone's
+    weights are converted when the DualEncoder is built) and/or autocast to ``backbone_autocast``;
+    the features are returned in x's floating dtype (float32), whatever the pass ran in."""
+    if spec.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if spec.backbone_autocast == "none":
+        return backbone(x)
+    if spec.backbone_autocast not in BACKBONE_AUTOCAST:
+        raise ValueError(f"backbone_autocast must be one of {', '.join(BACKBONE_AUTOCAST)} "
+                         f"(got {spec.backbone_autocast!r})")
+    dtype = getattr(torch, spec.backbone_autocast)
+    with torch.autocast(device_type=x.device.type, dtype=dtype):
+        f = backbone(x)
+    return f.to(x.dtype if x.is_floating_point() else torch.float32)
 
 
 def add_lora(backbone: ImageEncoder, spec: ModelSpec) -> None:

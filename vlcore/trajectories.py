@@ -131,6 +131,8 @@ def unflatten(vec: torch.Tensor, layout: list[list]) -> dict[str, torch.Tensor]:
 def _spec_for_compare(spec: dict) -> dict:
     d = dict(spec)
     d.pop("dropout", None)
+    for k in ModelSpec.EXECUTION_FIELDS:  # how the backbone runs, not which experts fit
+        d.pop(k, None)
     return d
 
 

