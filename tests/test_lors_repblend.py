@@ -174,7 +174,7 @@ def test_repblend_blends_and_switches_off(host, mlp_buffer, data, tmp_path):
 
 
 def test_blending_is_a_convex_mix_shared_by_both_modalities(host, mlp_buffer, data, tmp_path):
-    from vlcore.matching import Plan
+    from vlcore.matching import Plan, StudentInputs
     from vlcore.plugins.distillers.repblend import RepBlend
 
     d = RepBlend(RepBlend.Config(**options()))
@@ -182,9 +182,8 @@ def test_blending_is_a_convex_mix_shared_by_both_modalities(host, mlp_buffer, da
     idx = torch.tensor([0, 1, 2, 3])
     draw = d.plan_step(state, 0, idx)
     assert 0.0 <= draw["lam"] <= 1.0 and sorted(draw["perm"].tolist()) == [0, 1, 2, 3]
-    d._position = None
     x, t = torch.randn(8, 5), torch.randn(8, 3)
-    bx, bt = d.student_batch({"x": x, "text": t}, Plan(0, 0, [idx], [draw]), 0)
+    bx, bt = d.student_batch(StudentInputs(x, t, torch.tensor(1.0), torch.tensor(1.0)), Plan(0, 0, [idx], [draw]), 0)
     lam, perm = draw["lam"], draw["perm"]
     assert torch.allclose(bx, lam * x[idx] + (1 - lam) * x[idx][perm])
     assert torch.allclose(bt, lam * t[idx] + (1 - lam) * t[idx][perm])

@@ -7,8 +7,7 @@ from vlcore.losses import contrastive_loss
 from vlcore.model import ModelSpec
 from vlcore.pipeline import build_model
 from vlcore.plugins.unroll_backends import CheckpointBackend, HigherBackend, TeslaBackend
-from vlcore.unroll import FuncBackend, ParamLayout, Unroll, contrastive_step_loss, unroll
-from vlcore.unroll import named_trajectory_loss as trajectory_loss
+from vlcore.unroll import FuncBackend, ParamLayout, Unroll, contrastive_step_loss, student, trajectory_loss
 
 SPEC = ModelSpec(encoder="convnet", encoder_options={"width": 4, "depth": 2}, image_size=8, trainable="full",
                  dropout=0.0)
@@ -37,13 +36,14 @@ def test_trajectory_loss_normalises_each_modality_by_its_own_displacement():
     mod = {"a": "img", "b": "img", "t": "txt"}
     start = {"a": torch.zeros(2), "b": torch.zeros(1), "t": torch.zeros(3)}
     target = {"a": torch.tensor([1.0, 1.0]), "b": torch.tensor([2.0]), "t": torch.tensor([10.0, 0, 0])}
-    student = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([2.0]), "t": torch.tensor([5.0, 0, 0])}
-    loss, parts = trajectory_loss(student, start, target, mod)
+    moved = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([2.0]), "t": torch.tensor([5.0, 0, 0])}
+    layout = ParamLayout.of(start, mod)
+    loss, parts = trajectory_loss(*(layout.flatten(p) for p in (moved, start, target)), layout)
     assert parts["img"] == pytest.approx(1 / 6)     # 1 / (1 + 1 + 4)
     assert parts["txt"] == pytest.approx(25 / 100)
     assert loss.item() == pytest.approx(1 / 6 + 1 / 4)
     # the student at the start scores exactly 1 per modality
-    loss0, _ = trajectory_loss(start, start, target, mod)
+    loss0, _ = trajectory_loss(*(layout.flatten(p) for p in (start, start, target)), layout)
     assert loss0.item() == pytest.approx(2.0)
 
 
@@ -51,10 +51,13 @@ def test_unroll_equals_manual_sgd_in_float64():
     model, images, text = tiny()
     names = list(model.trainable_named())
     mod = {n: model.modality_of(n) for n in names}
-    start = {n: p.detach().clone().requires_grad_(True) for n, p in model.trainable_named().items()}
+    layout = ParamLayout.of(model.trainable_named(), mod)
+    theta = layout.flatten({n: p.detach() for n, p in model.trainable_named().items()})
     lr = {"img": torch.tensor(0.3, dtype=torch.float64), "txt": torch.tensor(0.05, dtype=torch.float64)}
     batches = [torch.tensor([0, 1, 2, 3]), torch.tensor([2, 3, 4, 5]), torch.tensor([5, 0, 1, 4])]
-    got = unroll(FuncBackend().prepare(model), start, mod, lr=lr, text=text, batches=batches, images=images)
+    u = Unroll(layout, theta, theta, lr, len(batches),
+               contrastive_step_loss(FuncBackend().prepare(model), text=text, batches=batches, images=images))
+    got = layout.unflatten(student(u))
     # reference: the real module, .grad and manual in-place SGD steps
     ref, _, _ = tiny()
     params = dict(ref.trainable_named())
@@ -75,12 +78,12 @@ def _grads(backend, model, images, text):
     text = text.clone().requires_grad_(True)
     lr = {"img": torch.tensor(0.1, dtype=torch.float64, requires_grad=True),
           "txt": torch.tensor(0.2, dtype=torch.float64, requires_grad=True)}
-    start = {n: p.detach().clone().requires_grad_(True) for n, p in model.trainable_named().items()}
-    target = {n: p.detach() + 0.01 * torch.ones_like(p) for n, p in start.items()}
+    layout = ParamLayout.of(model.trainable_named(), mod)
+    start = layout.flatten({n: p.detach() for n, p in model.trainable_named().items()})
     batches = [torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])]
-    final = unroll(backend.prepare(model), start, mod, lr=lr, text=text, batches=batches, images=images)
-    loss, _ = trajectory_loss(final, start, target, mod)
-    return torch.autograd.grad(loss, [images, text, lr["img"], lr["txt"]])
+    u = Unroll(layout, start, start + 0.01, lr, len(batches),
+               contrastive_step_loss(backend.prepare(model), text=text, batches=batches, images=images))
+    return backend.run(u, [images, text, lr["img"], lr["txt"]]).grads
 
 
 def test_func_and_higher_give_the_same_gradients():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .config import ranged
 from .progress import NULL, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +48,15 @@ class Component(ABC):
         """The first line of the class docstring (its help text)."""
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    def named_components(self) -> list[tuple[str, str]]:
+        """(kind, name) of every component its Config names (the fields declared with metadata
+        ``{"kind": ...}``, e.g. a distiller's unroll backend), so a command checks they exist before
+        any work; none for a Config that names none."""
+        from dataclasses import fields
+
+        return [(f.metadata["kind"], getattr(self.config, f.name)) for f in fields(self.config)
+                if f.metadata.get("kind") and getattr(self.config, f.name) is not None]
 
 
 # =========================================================================== selectors
@@ -131,6 +141,29 @@ class DistillContext:
     meta: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RecipeConfig:
+    """The options the shared recipe loop (:func:`vlcore.recipe.run`) reads: every distiller's
+    ``Config`` inherits it (``class Config(RecipeConfig): ...``) and adds its own fields; a subclass
+    may give these another default (its range stays) but not remove them."""
+
+    #: synthetic pairs to distil
+    pairs: int = ranged(100, 2)
+    #: outer iterations (at least 1: zero would save the initialisation as a distilled set)
+    iterations: int = ranged(500, 1)
+    #: save a checkpoint every N iterations (0: only at the end; always on Ctrl-C and SIGTERM)
+    checkpoint_every: int = ranged(25, 0)
+    #: evaluate on the dev split every N iterations (0: only at the end)
+    eval_every: int = ranged(0, 0)
+    #: stop after this many failed iterations in a row (non-finite, or rolled back)
+    max_failures: int = ranged(5, 1)
+
+
+#: the :class:`RecipeConfig` fields a resumed run may change (``iterations`` may grow: resuming
+#: extends a run); a run key leaves them out
+VOLATILE = ("iterations", "eval_every", "checkpoint_every", "max_failures")
+
+
 class Distiller(Component):
     """Base class: synthesises a small pair set, as a *recipe* of overridable steps.
 
@@ -138,7 +171,7 @@ class Distiller(Component):
     non-finite guards (gradient and state), checkpoints, periodic dev evaluation, progress and
     figures, and calls, in order::
 
-        state = setup(ctx)                      # validate, build what the run needs
+        state = setup(ctx)                      # validate, build what the run needs (state.runtime)
         init_synthetic(ctx, state)              # the initial learned tensors and their optimisers
         state = load_checkpoint(ctx, state, path)   # resuming: the saved values into them
         for each outer iteration:
@@ -151,19 +184,40 @@ class Distiller(Component):
         return finalise(ctx, state)             # the pair set (the loop saves it into ctx.out)
         figures(ctx, state, pair_set)           # PNGs of the run
 
-    A method overrides the steps that differ and nothing else; trajectory-matching methods
-    subclass :class:`vlcore.matching.TrajectoryMatching`, which also has ``inner_loss`` (the
-    student's loss on a synthetic minibatch).  Its Config needs ``iterations``,
-    ``checkpoint_every``, ``eval_every`` and ``max_failures`` (the loop reads them).
+    Its ``Config`` subclasses :class:`RecipeConfig` (the fields the loop reads: ``pairs``,
+    ``iterations``, ``checkpoint_every``, ``eval_every``, ``max_failures``).  Everything a run
+    builds lives in the :class:`~vlcore.recipe.RunState` (``state.runtime`` for what no checkpoint
+    holds: the model, caches), never on the distiller, so one instance can run again.  A method
+    overrides the steps that differ and nothing else; trajectory-matching methods subclass
+    :class:`vlcore.matching.TrajectoryMatching` (``needs_unroll``), a method without an unrolled
+    student (distribution matching) subclasses this class directly.
     """
+
+    Config = RecipeConfig
 
     #: logged names of the step metrics (``StepResult.metrics`` keys), e.g. ``{"img": "loss/image"}``
     scalar_names: ClassVar[dict[str, str]] = {}
+    #: whether it differentiates through an unrolled student with an unroll backend (then its Config
+    #: names the backend in a field ``unroll`` with metadata ``{"kind": "unroll_backend"}``; without one
+    #: it has no such field, and no --unroll flag)
+    needs_unroll: ClassVar[bool] = False
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        if not isinstance(self.config, RecipeConfig):
+            raise TypeError(f"distiller '{self.name}': its Config must subclass vlcore.components.RecipeConfig "
+                            f"(the recipe loop reads pairs, iterations, checkpoint_every, eval_every, max_failures)")
 
     def expert_defaults(self) -> dict[str, Any]:
         """The Stage 1 settings (``vlcore.trajectories.ExpertConfig`` fields) `vl distill` uses when
         it trains the buffer itself (no ``--buffer``); default: ExpertConfig's own."""
         return {}
+
+    def failure_hint(self) -> str:
+        """What to change when ``max_failures`` iterations in a row failed (non-finite, or rolled
+        back): the loop's :class:`~vlcore.recipe.NonFiniteError` ends with it, so it names this
+        method's own flags."""
+        return "Lower the learning rates of the learned tensors."
 
     def distill(self, ctx: DistillContext) -> PairSet:
         """Run the recipe; return the pair set (also saved into ``ctx.out``)."""
@@ -173,7 +227,8 @@ class Distiller(Component):
 
     @abstractmethod
     def setup(self, ctx: DistillContext) -> RunState:
-        """Validate the run and build what it needs; return an empty run state."""
+        """Validate the run and build what it needs; return an empty run state (what the run
+        builds and no checkpoint holds, e.g. the model, in its ``runtime``)."""
 
     @abstractmethod
     def init_synthetic(self, ctx: DistillContext, state: RunState) -> None:

@@ -7,11 +7,12 @@ by its own expert displacement.  The math is in :mod:`vlcore.unroll`, the loop i
 :mod:`vlcore.recipe`; a method subclasses :class:`TrajectoryMatching` and overrides what differs:
 
 * :meth:`~TrajectoryMatching.init_synthetic`: more learned tensors (LoRS's similarity factors);
-* :meth:`~TrajectoryMatching.student_inputs`: what the student reads, built once per iteration
-  from the learned tensors (the similarity matrix from its factors);
+* :meth:`~TrajectoryMatching.student_inputs`: what the student reads (a :class:`StudentInputs`),
+  built once per iteration from the learned tensors (the similarity matrix from its factors);
 * :meth:`~TrajectoryMatching.plan_step`: per-step random draws (RepBlend's blending weight);
 * :meth:`~TrajectoryMatching.student_batch`: the minibatch of one inner step (blending);
 * :meth:`~TrajectoryMatching.inner_loss`: the student's loss on it (LoRS's soft targets);
+* :meth:`~TrajectoryMatching.trajectory`: the expert parameters the student starts from and must reach;
 * :meth:`~TrajectoryMatching.snapshot`: what the pair set holds beside images and texts.
 """
 from __future__ import annotations
@@ -20,13 +21,13 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .components import DistillContext, Distiller
+from .components import VOLATILE, DistillContext, Distiller, RecipeConfig
 from .config import MAX_LR, check_ranges, ranged
 from .coreset import source_ids
 from .data import to_float
@@ -37,15 +38,17 @@ from .losses import contrastive_loss
 from .pairset import PIXEL_LIMIT, TEXT_LIMIT, PairSet
 from .pipeline import build_model
 from .recipe import RunState, StepResult
-from .unroll import ParamLayout, Unroll
+from .unroll import ParamLayout, StudentInputs, Unroll, UnrollBackend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import DualEncoder
+    from .trajectories import Buffer
 
 log = logging.getLogger(__name__)
 
 #: the learned tensors every trajectory-matching method has; others are a method's own (saved in the
 #: pair set's ``extra``)
 STANDARD = ("images", "text", "log_lr_img", "log_lr_txt")
-#: config keys that may change across a resume (iterations may grow: resuming can extend a run)
-VOLATILE = ("iterations", "eval_every", "checkpoint_every", "max_failures")
 #: the learned step sizes must stay within this factor of their initial value (else the update is
 #: rolled back); below 1/COLLAPSE of it at the end, the run warns that they collapsed
 LR_RANGE = 1e4
@@ -54,8 +57,7 @@ COLLAPSE = 100.0
 
 @dataclass
 class Plan:
-    """The random draws of one outer iteration, made before the unroll (a backend may recompute a
-    step, so a step must not draw anything itself)."""
+    """The random draws of one outer iteration, made before the unroll (a backend may recompute a step)."""
 
     expert: int
     start_epoch: int
@@ -64,6 +66,30 @@ class Plan:
     steps: list[dict] = field(default_factory=list)
     #: seed of torch's random streams during this unroll (dropout): the same draws on any rank
     seed: int = 0
+    #: a modality's own start epoch ("img", "txt"), where it does not start at ``start_epoch`` (AMD)
+    starts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class MatchingRun:
+    """What :meth:`TrajectoryMatching.setup` builds for one run: ``state.runtime``, never attributes
+    of the distiller (no checkpoint holds it: a resumed run builds it again)."""
+
+    model: DualEncoder
+    backend: UnrollBackend
+    forward: Callable  # forward(params, **inputs) -> (img_emb, txt_emb): the model, parameters substituted
+    layout: ParamLayout
+    buffer: Buffer
+    n: int  # synthetic pairs the set holds (TrajectoryMatching.num_synthetic)
+    experts: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # loaded so far (at most 65)
+
+    def expert(self, e: int) -> dict[str, torch.Tensor]:
+        """Expert ``e``'s flat parameters by ``"{modality}.{epoch}"`` (``img.0``, ``txt.3``), cached."""
+        if e not in self.experts:
+            if len(self.experts) > 64:
+                self.experts.pop(next(iter(self.experts)))
+            self.experts[e] = self.buffer.load(e)
+        return self.experts[e]
 
 
 class TrajectoryMatching(Distiller):
@@ -76,13 +102,11 @@ class TrajectoryMatching(Distiller):
     scalar_names = {"img": "loss/image", "txt": "loss/text", "lr_img": "step_size/image", "lr_txt": "step_size/text"}
     #: experts `vl distill` trains when it makes the buffer itself (no --buffer)
     DEFAULT_EXPERTS = 5
+    #: the matching loss is differentiated through the student's steps by the backend ``unroll`` names
+    needs_unroll = True
 
     @dataclass(frozen=True)
-    class Config:
-        #: synthetic pairs to distil
-        pairs: int = ranged(100, 2)
-        #: outer iterations (at least 1: zero would save the initialisation as a distilled set)
-        iterations: int = ranged(500, 1)
+    class Config(RecipeConfig):
         #: student steps per outer iteration
         syn_steps: int = ranged(8, 1)
         #: expert epochs the student must cover (M)
@@ -121,12 +145,6 @@ class TrajectoryMatching(Distiller):
         #: checkpoint / tesla: precision of the stored per-step parameters ("": their own; float16 and
         #: bfloat16 halve that memory and approximate the gradient: benchmarks/UNROLL.md measures how much)
         unroll_store_dtype: Literal["", "float32", "bfloat16", "float16"] = ""
-        #: save a checkpoint every N iterations (0: only at the end; always on Ctrl-C and SIGTERM)
-        checkpoint_every: int = ranged(25, 0)
-        #: evaluate on the dev split every N iterations (0: only at the end)
-        eval_every: int = ranged(0, 0)
-        #: stop after this many failed iterations in a row (non-finite, or rolled back)
-        max_failures: int = ranged(5, 1)
         #: clamp synthetic pixels to [0, 1] after each update (off: they move freely within
         #: +-PIXEL_LIMIT, as published)
         clamp_images: bool = False
@@ -177,23 +195,22 @@ class TrajectoryMatching(Distiller):
             raise VLError(f"buffer {ctx.buffer.path} has no finished expert; run `vl experts` first.")
 
     def setup(self, ctx: DistillContext) -> RunState:
+        """Check the run; build the model, the unroll backend and the parameter layout (a
+        :class:`MatchingRun`, the state's ``runtime``)."""
         self.check(ctx)
         spec, buf = ctx.spec, ctx.buffer
         text_dim = int(ctx.train.text.shape[1])
         model = build_model(spec, text_dim, seed=ctx.seed, host=ctx.host, device=ctx.device)
         buf.check_compatible(spec, text_dim, model)
         model.train()
-        self.model = model
-        self.backend = self._backend(ctx)
-        self.forward = self.backend.prepare(model)
+        backend = self._backend(ctx)
         params = model.trainable_named()
-        self.layout = ParamLayout.of(params, {n: model.modality_of(n) for n in params})
-        self._buffer = buf
-        self._experts: dict[int, dict[str, torch.Tensor]] = {}
+        run = MatchingRun(model, backend, backend.prepare(model),
+                          ParamLayout.of(params, {n: model.modality_of(n) for n in params}), buf, self.num_synthetic(ctx))
         torch.manual_seed(ctx.seed)
         record = self.run_record(ctx)
         return RunState(learned={}, optimizers={}, generator=torch.Generator().manual_seed(ctx.seed),
-                        run_key=fingerprint(record), run_record=record)
+                        run_key=fingerprint(record), run_record=record, runtime=run)
 
     def run_record(self, ctx: DistillContext) -> dict:
         """What must not change across a resume: config (but :data:`VOLATILE`), model, the buffer's
@@ -201,9 +218,6 @@ class TrajectoryMatching(Distiller):
         cfg = {k: v for k, v in asdict(self.config).items() if k not in VOLATILE}
         return {"method": self.name, "config": cfg, "spec": ctx.spec.as_dict(), "buffer": ctx.buffer.content_key(),
                 "seed": ctx.seed, "data": ctx.dataset_info.get("fingerprint")}
-
-    def run_key(self, ctx: DistillContext) -> str:
-        return fingerprint(self.run_record(ctx))
 
     def _backend(self, ctx: DistillContext):
         from .registry import get_host
@@ -220,15 +234,13 @@ class TrajectoryMatching(Distiller):
         return host.create("unroll_backend", c.unroll, given)
 
     def num_synthetic(self, ctx: DistillContext) -> int:
-        """How many synthetic pairs the set holds (``pairs``; a method that stores more than pairs
-        may store fewer to keep the storage of ``pairs`` pairs)."""
+        """How many synthetic pairs the set holds: ``pairs`` (LoRS stores fewer, to pay for its S)."""
         return self.config.pairs
 
     def init_synthetic(self, ctx: DistillContext, state: RunState) -> None:
         """N random real pairs (or noise), the log step sizes at the experts' learning rate."""
         c, train, g = self.config, ctx.train, state.generator
-        self.n = self.num_synthetic(ctx)
-        idx = torch.randperm(train.num_pairs, generator=g)[:self.n]
+        idx = torch.randperm(train.num_pairs, generator=g)[:state.runtime.n]
         images = to_float(train.images[train.pair_image[idx]]).clone()
         text = train.text[idx].clone().float()
         if c.init_images == "noise":
@@ -249,17 +261,16 @@ class TrajectoryMatching(Distiller):
 
     def _learn(self, state: RunState, name: str, tensor: torch.Tensor, learned: bool, optimizer: str, lr: float):
         if learned:
-            state.add_learned(name, tensor, optimizer, lr, self.config.momentum)
-        else:
-            state.learned[name] = tensor.detach().clone()
+            return state.add_learned(name, tensor, optimizer, lr, self.config.momentum)
+        state.learned[name] = tensor.detach().clone()
 
     # ------------------------------------------------------------------- step
     def plan(self, state: RunState) -> Plan:
         """Draw this iteration's expert, start epoch and minibatches from the run's generator."""
         c, g = self.config, state.generator
-        n = self.n
+        n = state.runtime.n
         bs = min(c.batch_syn or n, n)
-        e = int(torch.randint(self._num_experts(), (1,), generator=g))
+        e = int(torch.randint(state.runtime.buffer.num_experts, (1,), generator=g))
         s = int(torch.randint(c.max_start_epoch, (1,), generator=g))
         batches, perm = [], torch.randperm(n, generator=g)
         pos = 0
@@ -277,56 +288,55 @@ class TrajectoryMatching(Distiller):
         """Extra random draws of inner step ``k`` (default: none)."""
         return {}
 
-    def student_inputs(self, ctx: DistillContext, state: RunState, plan: Plan) -> dict[str, torch.Tensor]:
+    def student_inputs(self, ctx: DistillContext, state: RunState, plan: Plan) -> StudentInputs:
         """What the student reads this iteration, computed once from the learned tensors: ``x`` (the
         images, or their frozen-backbone features), ``text``, ``lr_img``, ``lr_txt``, and every other
-        learned tensor under its own name.  For a frozen backbone only the images some step uses go
-        through it.  A method that derives an input from learned tensors replaces them by it (LoRS:
-        the similarity matrix replaces its factors): every input is differentiated once, and the
-        gradient reaches the learned tensors through what made the inputs."""
-        L = state.learned
-        images = L["images"]
-        if self.model.frozen:
+        learned tensor under its own name in ``extra``.  For a frozen backbone only the images some
+        step uses go through it (``rows`` maps the pairs to them).  A method that derives an input
+        from learned tensors replaces them by it (LoRS: the similarity matrix replaces its factors):
+        every input is differentiated once, and the gradient reaches the learned tensors through what
+        made the inputs."""
+        L, model = state.learned, state.runtime.model
+        images, rows = L["images"], None
+        if model.frozen:
             used = torch.unique(torch.cat(plan.batches))
             if used.numel() == images.shape[0]:
-                x = self.model.image_features(images)
-                self._position = None
+                x = model.image_features(images)
             else:
-                x = self.model.image_features(images[used.to(images.device)])
-                pos = torch.full((images.shape[0],), -1, dtype=torch.long)
-                pos[used] = torch.arange(used.numel())
-                self._position = pos
+                x = model.image_features(images[used.to(images.device)])
+                rows = torch.full((images.shape[0],), -1, dtype=torch.long)
+                rows[used] = torch.arange(used.numel())
         else:
-            x, self._position = images, None
+            x = images
         extra = {k: v for k, v in L.items() if k not in STANDARD}  # a method's own learned tensors, by name
-        return {"x": x, "text": L["text"], "lr_img": L["log_lr_img"].exp(), "lr_txt": L["log_lr_txt"].exp(),
-                **extra}
+        return StudentInputs(x, L["text"], L["log_lr_img"].exp(), L["log_lr_txt"].exp(), rows, extra)
 
-    def student_batch(self, inputs: dict, plan: Plan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def student_batch(self, inputs: StudentInputs, plan: Plan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(image input, text input) of inner step ``k``'s minibatch."""
         idx = plan.batches[k]
-        rows = idx if self._position is None else self._position[idx]
-        dev = inputs["x"].device
-        return inputs["x"][rows.to(dev)], inputs["text"][idx.to(dev)]
+        rows = idx if inputs.rows is None else inputs.rows[idx]
+        dev = inputs.x.device
+        return inputs.x[rows.to(dev)], inputs.text[idx.to(dev)]
 
     def inner_loss(self, img_emb: torch.Tensor, txt_emb: torch.Tensor, idx: torch.Tensor,
-                   inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The student's loss on one synthetic minibatch: the contrastive loss (T = 0.07)."""
+                   inputs: StudentInputs) -> torch.Tensor:
+        """The student's loss on one synthetic minibatch (pairs ``idx``): the contrastive loss (T = 0.07)."""
         return contrastive_loss(img_emb, txt_emb)
 
-    def build_unroll(self, ctx: DistillContext, state: RunState, plan: Plan) -> tuple[Unroll, dict]:
+    def build_unroll(self, ctx: DistillContext, state: RunState, plan: Plan) -> tuple[Unroll, StudentInputs]:
         """The student trajectory of ``plan`` and the inputs it reads (what :meth:`step` differentiates)."""
-        start, target = self._trajectory(plan.expert, plan.start_epoch, ctx.device)
+        run = state.runtime
+        start, target = self.trajectory(state, plan, ctx.device)
         inputs = self.student_inputs(ctx, state, plan)
-        key = "features" if self.model.frozen else "images"
+        key = "features" if run.model.frozen else "images"
 
         def step_loss(params, k):
             x, t = self.student_batch(inputs, plan, k)
-            img_emb, txt_emb = self.forward(params, **{key: x}, text=t)
+            img_emb, txt_emb = run.forward(params, **{key: x}, text=t)
             return self.inner_loss(img_emb, txt_emb, plan.batches[k], inputs)
 
-        u = Unroll(self.layout, start, target, {"img": inputs["lr_img"], "txt": inputs["lr_txt"]},
-                   self.config.syn_steps, step_loss)
+        u = Unroll(run.layout, start, target, {"img": inputs.lr_img, "txt": inputs.lr_txt}, self.config.syn_steps,
+                   step_loss)
         return u, inputs
 
     def step(self, ctx: DistillContext, state: RunState) -> StepResult:
@@ -341,15 +351,15 @@ class TrajectoryMatching(Distiller):
             with torch.random.fork_rng(devices=[ctx.device] if str(ctx.device).startswith("cuda") else []):
                 torch.manual_seed(plan.seed)
                 u, inputs = self.build_unroll(ctx, state, plan)
-                wrt = {n: v for n, v in inputs.items() if v.requires_grad}
-                res = self.backend.run(u, list(wrt.values()))
+                wrt = {n: v for n, v in inputs.tensors().items() if v.requires_grad}
+                res = state.runtime.backend.run(u, list(wrt.values()))
             for n, g in self._chain(state, wrt, res.grads).items():
                 if g is not None:
                     grads[n] = g / k + grads[n] if n in grads else g / k
             loss += res.loss / k
             for m in parts:
                 parts[m] += res.parts.get(m, float("nan")) / k
-            lrs = {"lr_img": float(inputs["lr_img"].detach()), "lr_txt": float(inputs["lr_txt"].detach())}
+            lrs = {"lr_img": float(inputs.lr_img.detach()), "lr_txt": float(inputs.lr_txt.detach())}
         if distributed.active():  # the mean over the ranks: every rank applies the same update
             names = [n for n, v in state.learned.items() if v.requires_grad]
             flat = [grads.get(n, torch.zeros_like(state.learned[n])) for n in names]
@@ -370,22 +380,14 @@ class TrajectoryMatching(Distiller):
                                   allow_unused=True)
         return dict(zip(leaves, got))
 
-    def _num_experts(self) -> int:
-        return self._buffer.num_experts
-
-    def _trajectory(self, e: int, s: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(start, target): expert ``e``'s flat parameters at epochs s and s + expert_epochs."""
-        ex = self._expert(e)
-        flat = [torch.cat([ex[f"{m}.{epoch}"] for m in self.layout.blocks]).to(device)
-                for epoch in (s, s + self.config.expert_epochs)]
+    def trajectory(self, state: RunState, plan: Plan, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, target), flat: the expert ``plan.expert``'s parameters at each modality's start
+        epoch (``plan.starts``, else ``plan.start_epoch``) and ``expert_epochs`` later."""
+        run = state.runtime
+        ex, s = run.expert(plan.expert), {m: plan.starts.get(m, plan.start_epoch) for m in run.layout.blocks}
+        flat = [torch.cat([ex[f"{m}.{s[m] + d}"] for m in run.layout.blocks]).to(device)
+                for d in (0, self.config.expert_epochs)]
         return flat[0], flat[1]
-
-    def _expert(self, e: int) -> dict[str, torch.Tensor]:
-        if e not in self._experts:
-            if len(self._experts) > 64:
-                self._experts.pop(next(iter(self._experts)))
-            self._experts[e] = self._buffer.load(e)
-        return self._experts[e]
 
     # --------------------------------------------------------------- guards
     def check_state(self, state: RunState) -> str | None:
@@ -413,6 +415,10 @@ class TrajectoryMatching(Distiller):
                 return (f"the step size lr_{side} became {lr:.3g}, outside [{lr0 / LR_RANGE:.3g}, "
                         f"{lr0 * LR_RANGE:.3g}] (a factor {LR_RANGE:g} of its initial {lr0:g})")
         return None
+
+    def failure_hint(self) -> str:
+        return ("Lower the learning rates (--lr-images, --lr-text, --lr-lr) or --syn-steps, or keep the pixels in "
+                "[0, 1] with --clamp-images.")
 
     def diagnose(self, ctx: DistillContext, state: RunState) -> list[str]:
         """Warnings: the matching loss stuck at its trivial value (the student does not move: it ends

@@ -6,7 +6,11 @@ around the method itself: resume from ``OUT/checkpoint.safetensors``, the non-fi
 loss and gradients, the guard on the state after each update (the update is rolled back when the
 recipe's :meth:`check_state` objects), checkpoints (also on Ctrl-C / SIGTERM), periodic dev
 evaluation with the best-on-dev set kept, progress (through ``ctx.progress``), experiment tracking
-(through ``ctx.loggers``, see :mod:`vlcore.loggers`) and figures.
+(through ``ctx.loggers``, see :mod:`vlcore.loggers`) and figures.  It reads the recipe's
+:class:`vlcore.components.RecipeConfig` fields (``pairs``, ``iterations``, ``checkpoint_every``,
+``eval_every``, ``max_failures``), takes the advice of a stopped run from its ``failure_hint()``
+and records the retrieval metrics of :data:`vlcore.metrics.KEYS`; it knows nothing of how a step is
+computed (an unrolled student or none).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,6 +28,7 @@ from . import distributed
 from .checkpoint import NAME as CHECKPOINT
 from .errors import VLError
 from .interrupt import shielded, sigterm_as_interrupt
+from .metrics import KEYS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .components import DistillContext, Distiller
@@ -65,6 +70,10 @@ class RunState:
     saved: dict[str, torch.Tensor] = field(default_factory=dict)
     #: other JSON to keep (e.g. the source pair ids of the initialisation)
     info: dict = field(default_factory=dict)
+    #: what ``setup`` built for this run that no checkpoint holds (the model, an unroll backend, caches),
+    #: as the recipe's own typed object (:class:`vlcore.matching.MatchingRun`); the distiller instance
+    #: holds no run state
+    runtime: Any = None
 
     def add_learned(self, name: str, tensor: torch.Tensor, optimizer: str, lr: float, momentum: float) -> torch.Tensor:
         """Register a learned tensor with its own SGD optimiser group ``optimizer``."""
@@ -144,7 +153,7 @@ def _run(recipe, ctx) -> "PairSet":
 def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> "PairSet":
     c, out = recipe.config, Path(ctx.out)
     t_start = time.time()
-    desc = f"{recipe.name} {getattr(c, 'pairs', '')} pairs".replace("  ", " ")
+    desc = f"{recipe.name} {c.pairs} pairs"
     task = ctx.progress.task(desc, c.iterations, unit="it", initial=state.iteration)
     try:
         if state.eval_pending:
@@ -227,8 +236,7 @@ def _iterate(recipe, ctx, state: RunState, path: Path, task, loggers) -> None:
                 _save(ctx, recipe.finalise(ctx, state), Path(ctx.out))
                 raise NonFiniteError(
                     f"{state.failures} iterations in a row failed (the last: {problem}); stopped at iteration "
-                    f"{it + 1} with the last good set saved in {ctx.out}. Lower the learning rates (--lr-images, "
-                    f"--lr-text, --lr-lr) or --syn-steps, or keep the pixels in [0, 1] with --clamp-images.")
+                    f"{it + 1} with the last good set saved in {ctx.out}. {recipe.failure_hint()}")
             return
         state.failures = 0
         state.iteration += 1
@@ -298,7 +306,7 @@ def _evaluate(recipe, ctx, state: RunState, loggers) -> None:
         state.eval_pending = False
         return
     it = state.iteration
-    record = {k: m[k] for k in ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "rsum")}
+    record = {k: m[k] for k in (*KEYS, "rsum")}
     with shielded():
         state.eval_pending = False
         state.history["eval"].append({"iteration": it, **record})

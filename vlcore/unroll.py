@@ -12,11 +12,14 @@ it, image side first), so a step is one update ``theta - lr * grad`` whatever th
 how: ``prepare(model)`` runs the model with substituted parameters, ``run(unroll, wrt)`` returns
 the loss and its gradients.  The base class keeps the whole graph (the reference); the bundled
 ``checkpoint`` and ``tesla`` backends (``vlcore.plugins.unroll_backends``) trade it for memory.
+What a trajectory-matching student reads (synthetic images or features, texts, step sizes and a
+method's own inputs) is one :class:`StudentInputs` value.
 """
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Sequence
 
 import torch
@@ -104,6 +107,9 @@ class Unroll:
     lr: dict[str, torch.Tensor]    # modality -> step size (may require grad)
     steps: int
     step_loss: Callable[[dict[str, torch.Tensor], int], torch.Tensor]
+    #: the matching loss of the final parameters, ``match(student, start, target, layout) -> (loss,
+    #: per-modality floats)``: :func:`trajectory_loss` unless a method matches otherwise
+    match: Callable[..., tuple[torch.Tensor, dict[str, float]]] = trajectory_loss
 
     def update(self, theta: torch.Tensor, k: int, *, create_graph: bool) -> torch.Tensor:
         """theta_{k+1} = theta_k - lr * grad of step k's loss at theta_k (``theta`` requires grad)."""
@@ -113,7 +119,42 @@ class Unroll:
         return theta - (lr if create_graph else lr.detach()) * g
 
     def loss(self, theta: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        return trajectory_loss(theta, self.start, self.target, self.layout)
+        return self.match(theta, self.start, self.target, self.layout)
+
+
+@dataclass(frozen=True, eq=False)
+class StudentInputs(Mapping):
+    """What the student reads in one outer iteration, made once from the learned tensors
+    (:meth:`vlcore.matching.TrajectoryMatching.student_inputs`): the unroll differentiates each of
+    its tensors once, and the gradient reaches the learned tensors through what made them.  Also a
+    read-only mapping of those tensors by name (``x``, ``text``, ``lr_img``, ``lr_txt``, then
+    ``extra``'s: ``inputs["similarity"] is inputs.extra["similarity"]``)."""
+
+    #: the synthetic images, or (frozen backbone) the features of those some inner step uses
+    x: torch.Tensor
+    #: the synthetic text embeddings
+    text: torch.Tensor
+    #: the student's step sizes of the image and the text side (from the learned log step sizes)
+    lr_img: torch.Tensor
+    lr_txt: torch.Tensor
+    #: each synthetic pair's row of ``x`` (-1: no step uses it); None: pair i is row i
+    rows: torch.Tensor | None = None
+    #: a method's own inputs by name: its other learned tensors, or what it makes of them (LoRS:
+    #: ``similarity``, which replaces its factors)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every input tensor by name, ``extra``'s last (the unroll differentiates them in this order)."""
+        return {"x": self.x, "text": self.text, "lr_img": self.lr_img, "lr_txt": self.lr_txt, **self.extra}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors()[name]
+
+    def __iter__(self):
+        return iter(self.tensors())
+
+    def __len__(self) -> int:
+        return len(self.tensors())
 
 
 @dataclass
@@ -181,27 +222,3 @@ def contrastive_step_loss(forward: ForwardFn, *, text: torch.Tensor, batches: Se
         img_emb, txt_emb = forward(params, **{key: x[idx]}, text=text[idx])
         return contrastive_loss(img_emb, txt_emb, **kw)
     return step_loss
-
-
-def unroll(forward: ForwardFn, start: dict[str, torch.Tensor], modality: dict[str, str], *,
-           lr: dict[str, torch.Tensor], text: torch.Tensor, batches: Sequence[torch.Tensor],
-           images: torch.Tensor | None = None, features: torch.Tensor | None = None,
-           temperature: float | None = None) -> dict[str, torch.Tensor]:
-    """Named-parameter convenience around :func:`student`: one differentiable SGD step of the
-    contrastive loss per minibatch in ``batches``; returns the final parameters by name (their
-    graph reaches ``start``, the inputs and ``lr``)."""
-    layout = ParamLayout.of(start, modality)
-    theta = layout.flatten(start)
-    u = Unroll(layout, theta.detach(), theta.detach(), lr, len(batches),
-               contrastive_step_loss(forward, text=text, batches=batches, images=images, features=features,
-                                     temperature=temperature))
-    for k in range(u.steps):
-        theta = u.update(theta, k, create_graph=True)
-    return layout.unflatten(theta)
-
-
-def named_trajectory_loss(student: dict[str, torch.Tensor], start: dict[str, torch.Tensor],
-                          target: dict[str, torch.Tensor], modality: dict[str, str]):
-    """:func:`trajectory_loss` of named parameter dicts."""
-    layout = ParamLayout.of(student, modality)
-    return trajectory_loss(layout.flatten(student), layout.flatten(start), layout.flatten(target), layout)

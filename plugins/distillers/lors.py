@@ -15,15 +15,17 @@ that pay for S's floats (LoRS's authors store 99 / 199 / 499), so "100 pairs" is
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from vlcore.config import MAX_LR, ranged
 from vlcore.losses import clamp_targets, lowrank_similarity, similarity_bce_loss
-from vlcore.matching import TrajectoryMatching
+from vlcore.matching import StudentInputs, TrajectoryMatching
 
 DIAG, LEFT, RIGHT = "similarity.diag", "similarity.left", "similarity.right"
+#: the student's input made of S's factors (``StudentInputs.extra``): the similarity targets
+SIMILARITY = "similarity"
 
 
 def similarity_floats(n: int, rank: int) -> int:
@@ -41,11 +43,11 @@ class LoRS(TrajectoryMatching):
         #: synthetic pairs per inner step (LoRS: 20); 0 = the whole synthetic set
         batch_syn: int = 20
         #: rank r of the similarity's low-rank part
-        rank: int = 10
+        rank: int = ranged(10, 0)
         #: scale alpha of the low-rank part: S = diag(a) + alpha / r L R^T (LoRS: 3 on Flickr30K, 1 on COCO)
-        alpha: float = 3.0
+        alpha: float = ranged(3.0)
         #: learning rate of the similarity's factors (LoRS: 10 on Flickr30K, 5 on COCO)
-        lr_similarity: float = 10.0
+        lr_similarity: float = ranged(10.0, 0, MAX_LR)
         #: use S's entries as targets clamped to [0, 1] (an entry above 1 or below 0 is an unbounded
         #: BCE target); off (default): the raw entries, as published. Clamping retrieved far worse
         #: on Flickr8k (benchmarks/TUNING.md)
@@ -66,39 +68,31 @@ class LoRS(TrajectoryMatching):
             n -= 1
         return n
 
-    def check(self, ctx) -> None:
-        super().check(ctx)
-        from vlcore.errors import ConfigError
-
-        c = self.config
-        if c.rank < 0 or not math.isfinite(c.alpha) or not (c.lr_similarity >= 0 and math.isfinite(c.lr_similarity)):
-            raise ConfigError(f"lors needs rank >= 0, a finite alpha and lr_similarity >= 0 (got rank={c.rank}, "
-                              f"alpha={c.alpha}, lr_similarity={c.lr_similarity}).")
-
     def init_synthetic(self, ctx, state) -> None:
         super().init_synthetic(ctx, state)
         c = self.config
         if not c.learn_similarity:
             return
-        n, dev = self.n, ctx.device
+        n, dev = state.runtime.n, ctx.device
         left = torch.randn(n, c.rank, generator=state.generator)
         for name, value in ((DIAG, torch.ones(n)), (LEFT, left), (RIGHT, torch.zeros(n, c.rank))):
             state.add_learned(name, value.to(dev), "similarity", c.lr_similarity, c.momentum)
 
-    def student_inputs(self, ctx, state, plan) -> dict[str, torch.Tensor]:
+    def student_inputs(self, ctx, state, plan) -> StudentInputs:
         inputs = super().student_inputs(ctx, state, plan)
+        extra = dict(inputs.extra)
         if self.config.learn_similarity:
             # the student reads S, made from its factors: S replaces them among the inputs (the
             # gradient reaches the factors through S, once)
-            sim = lowrank_similarity(inputs.pop(DIAG), inputs.pop(LEFT), inputs.pop(RIGHT), self.config.alpha)
-            inputs["similarity"] = clamp_targets(sim) if self.config.clamp_similarity else sim
+            sim = lowrank_similarity(extra.pop(DIAG), extra.pop(LEFT), extra.pop(RIGHT), self.config.alpha)
+            extra[SIMILARITY] = clamp_targets(sim) if self.config.clamp_similarity else sim
         else:
-            inputs["similarity"] = torch.eye(self.n, device=inputs["text"].device)
-        return inputs
+            extra[SIMILARITY] = torch.eye(state.runtime.n, device=inputs.text.device)
+        return replace(inputs, extra=extra)
 
-    def inner_loss(self, img_emb, txt_emb, idx, inputs) -> torch.Tensor:
+    def inner_loss(self, img_emb, txt_emb, idx, inputs: StudentInputs) -> torch.Tensor:
         i = idx.to(img_emb.device)
-        return similarity_bce_loss(img_emb, txt_emb, inputs["similarity"][i][:, i])
+        return similarity_bce_loss(img_emb, txt_emb, inputs.extra[SIMILARITY][i][:, i])
 
     def snapshot(self, ctx, state):
         ps = super().snapshot(ctx, state)

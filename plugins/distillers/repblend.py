@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vlcore.errors import ConfigError
+from vlcore.config import ranged
+from vlcore.matching import StudentInputs
 
 from .lors import LoRS
 
@@ -31,12 +32,7 @@ class RepBlend(LoRS):
         #: blend each inner step's minibatch: x <- lambda x + (1 - lambda) x[perm], images and texts alike
         blend: bool = True
         #: lambda ~ Beta(b, b)
-        blend_beta: float = 1.0
-
-    def check(self, ctx) -> None:
-        super().check(ctx)
-        if not self.config.blend_beta > 0:
-            raise ConfigError(f"repblend needs blend_beta > 0 (got {self.config.blend_beta}).")
+        blend_beta: float = ranged(1.0, 0, lo_open=True)
 
     def plan_step(self, state, k: int, idx: torch.Tensor) -> dict:
         if not self.config.blend:
@@ -50,7 +46,7 @@ class RepBlend(LoRS):
             lam = float(torch.distributions.Beta(b, b).sample())
         return {"lam": lam, "perm": torch.randperm(len(idx), generator=g)}
 
-    def student_batch(self, inputs: dict, plan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def student_batch(self, inputs: StudentInputs, plan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, t = super().student_batch(inputs, plan, k)
         draw = plan.steps[k]
         if not draw:

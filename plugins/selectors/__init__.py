@@ -57,8 +57,8 @@ center: O(N d) time and memory per step, float32.
 The pure algorithms (:func:`herding`, :func:`kcenter_greedy`, :class:`ForgettingTracker`,
 :func:`take_in_order`) work on plain tensors and are tested against brute-force references.
 
-**Writing a selector.**  Subclass :class:`vlcore.components.Selector`; ``select(ctx, budget, seed)``
-gets a :class:`SelectContext` and returns a :class:`Selection` (or just a tensor / list of pair
+**Writing a selector.**  Subclass :class:`vlcore.components.Selector`; ``select(ctx)`` gets a
+:class:`SelectContext` (the budget and seed are ``ctx.budget`` and ``ctx.seed``) and returns a :class:`Selection` (or just a tensor / list of pair
 indices into ``ctx.train``, in the order chosen).  :func:`run_selector` checks the answer (budget
 distinct pairs, one per image when the config has ``unique_images`` on) and builds the artifact.
 

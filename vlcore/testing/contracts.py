@@ -499,14 +499,46 @@ def check_selector(cls: type, options: dict | None = None, *, data=None, budgets
 
 
 # ============================================================================= distillers
+def _recipe_config(cls: type, label: str, cfg: Any) -> None:
+    """The distiller's Config is a RecipeConfig, and it names an unroll backend exactly when it needs one."""
+    from vlcore.components import RecipeConfig
+
+    cfg_cls = cls.Config
+    _require(issubclass(cfg_cls, RecipeConfig), label,
+             "its Config must subclass vlcore.components.RecipeConfig (class Config(RecipeConfig): ...): the recipe "
+             "loop reads pairs, iterations, checkpoint_every, eval_every and max_failures from it")
+    hints = typing.get_type_hints(cfg_cls)
+    bad = [f.name for f in dataclasses.fields(RecipeConfig) if hints.get(f.name) is not int]
+    _require(not bad, label, f"Config fields {bad} of RecipeConfig must stay integers (the loop counts with them)")
+    needs = getattr(cls, "needs_unroll", None)
+    _require(isinstance(needs, bool), label, f"needs_unroll must be a bool class attribute (got {needs!r})")
+    unroll = [f.name for f in dataclasses.fields(cfg_cls) if f.metadata.get("kind") == "unroll_backend"]
+    if needs:
+        _require(unroll, label, "needs_unroll is True but no Config field names an unroll backend (declare "
+                                "unroll: str = field(default=\"func\", metadata={\"kind\": \"unroll_backend\"}))")
+    else:
+        _require(not unroll, label, f"needs_unroll is False but Config fields {unroll} name an unroll backend: their "
+                                    f"flags would do nothing (set needs_unroll = True, or drop them)")
+    with _step(label, f"building it with {cfg!r}"):
+        hint = cls(cfg).failure_hint()
+    _require(isinstance(hint, str) and hint.strip(), label,
+             "failure_hint() must return the advice (a non-empty string) a run stopped by max_failures ends with")
+
+
 def check_distiller(cls: type, options: dict | None = None, *, data=None, trainable: str | None = None,
                     seed: int = 0, host=None, workdir: str | Path | None = None) -> Any:
     """A distiller, ``distill(ctx)`` with a :class:`vlcore.components.DistillContext`:
 
+    * its ``Config`` subclasses :class:`vlcore.components.RecipeConfig` (the loop's fields stay
+      integers); ``needs_unroll`` is a bool, True exactly when a Config field names an unroll
+      backend (metadata ``{"kind": "unroll_backend"}``); ``failure_hint()`` is a non-empty string;
     * returns a :class:`vlcore.pairset.PairSet` of finite float images at the buffer's image size and
       text embeddings of the text encoder's size, and saves it into ``ctx.out``;
     * records in ``meta``: kind ``distilled``, method (its name), its full config, seed and spec;
-    * gives the same pair set for the same seed.
+    * holds no run state: ``distill`` adds or replaces no attribute of the instance (what a run
+      builds lives in its ``RunState``), and the same instance run again gives the same pair set;
+    * with ``iterations`` >= 2: a run of one iteration fewer, resumed (``ctx.resume``) with all of
+      them, gives exactly (bitwise) the uninterrupted run's pair set.
 
     It runs on a buffer of 2 tiny experts (``tiny-cnn``, 2 epochs) trained on ``data`` (default
     :func:`vlcore.testing.data.tiny_pairs`) in the mode ``trainable`` (default: the class's
@@ -521,6 +553,7 @@ def check_distiller(cls: type, options: dict | None = None, *, data=None, traina
     check_class(cls, kind)
     label = _label(kind, cls)
     cfg = check_config(cls, options, kind=kind)
+    _recipe_config(cls, label, cfg)
     data = data if data is not None else tiny_pairs(8, 2)
     host = contract_host(host)
     trainable = trainable or getattr(cls, "requires_trainable", None) or "full"
@@ -532,17 +565,31 @@ def check_distiller(cls: type, options: dict | None = None, *, data=None, traina
         stack.enter_context(use_host(host))
         buf = train_experts(spec, data, ExpertConfig(num_experts=2, epochs=2, batch_size=8, lr=0.05),
                             root / "buffer", dataset_info=info)
-        results = []
-        for run in ("a", "b"):
+
+        def distill(d, run: str, resume: bool = False):
             ctx = DistillContext(spec=spec, buffer=buf, train=data, out=root / run, eval_data=None,
-                                 dataset_info=info, device="cpu", seed=seed, host=host)
-            with _step(label, f"distilling with {cfg!r} (run {run})"):
-                ps = cls(cfg).distill(ctx)
+                                 dataset_info=info, device="cpu", seed=seed, resume=resume, host=host)
+            before = dict(vars(d))
+            with _step(label, f"distilling with {d.config!r} (run {run})"):
+                ps = d.distill(ctx)
             _require(isinstance(ps, PairSet), label, f"distill() must return a PairSet (got {type(ps).__name__})")
+            after = vars(d)
+            changed = sorted(k for k in set(after) | set(before)
+                             if k not in after or k not in before or after[k] is not before[k])
+            _require(not changed, label, f"distill() set {changed} on the distiller: keep what a run builds in its "
+                                         f"RunState (state.runtime, a typed object setup makes), so one instance "
+                                         f"can run again")
             with _step(label, f"loading the pair set it saved into {ctx.out}"):
                 saved = PairSet.load(ctx.out)
-            results.append((ps, saved))
-    ps, saved = results[0]
+            return ps, saved
+
+        d = cls(cfg)
+        ps, saved = distill(d, "a")
+        other, _ = distill(d, "b")
+        resumed = None
+        if cfg.iterations >= 2:
+            distill(cls(dataclasses.replace(cfg, iterations=cfg.iterations - 1)), "c")
+            resumed, _ = distill(cls(cfg), "c", resume=True)
     n = len(ps)
     _require(n >= 1, label, "the pair set is empty")
     _require(ps.images.shape == (n, 3, spec.image_size, spec.image_size), label,
@@ -559,9 +606,13 @@ def check_distiller(cls: type, options: dict | None = None, *, data=None, traina
              "meta['config'] must record the full resolved config (dataclasses.asdict(self.config))")
     _require(meta.get("seed") == seed, label, f"meta['seed'] must record the seed {seed}")
     _require(isinstance(meta.get("spec"), dict), label, "meta['spec'] must record the model spec (spec.as_dict())")
-    other = results[1][0]
     _require(len(other) == n and _close(other.images, ps.images, atol=1e-5) and _close(other.text, ps.text, atol=1e-5),
              label, "two runs with the same seed gave different pair sets")
+    if resumed is not None:
+        _require(torch.equal(resumed.images, ps.images) and torch.equal(resumed.text, ps.text)
+                 and resumed.lr_img == ps.lr_img and resumed.lr_txt == ps.lr_txt, label,
+                 f"a run of {cfg.iterations - 1} iterations resumed to {cfg.iterations} differs from an uninterrupted "
+                 f"one: the checkpoint must hold the whole run state (learned tensors, optimisers, random streams)")
     return ps
 
 
