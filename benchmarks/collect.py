@@ -1,5 +1,6 @@
 """Assemble benchmarks/RESULTS.md, the one results file, from the tables the benchmark scripts
-write (FLICKR8K.md, TUNING.md, UNROLL.md, DISTRIBUTED.md) and the demo's results
+write (FLICKR8K.md, TUNING.md, CROSS_ARCH.md, BACKBONE.md, KMEANS.md, UNROLL.md, DISTRIBUTED.md) and the
+demo's results
 (vl-demo/results.md).
 
     python benchmarks/collect.py [--demo vl-demo] [--demo-seconds S]
@@ -82,7 +83,8 @@ def main():
                      (f" Wall time {args.demo_seconds:.0f} s with an empty cache (VL_CACHE_DIR pointing at an "
                       "empty folder: caption encoding, image rendering and backbone features included)."
                       if args.demo_seconds else "") + "\n\n" + demo.read_text())
-    for name in ("FLICKR8K.md", "TUNING.md", "UNROLL.md", "DISTRIBUTED.md"):
+    for name in ("FLICKR8K.md", "TUNING.md", "CROSS_ARCH.md", "BACKBONE.md", "KMEANS.md", "UNROLL.md",
+                 "DISTRIBUTED.md"):
         p = HERE / name
         if p.exists():
             text = p.read_text()
