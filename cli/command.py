@@ -12,6 +12,7 @@ component (``--distiller``, ``--method``) derived from its Config.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -26,6 +27,9 @@ from typing import Any
 import click
 
 from vlcore.errors import ConfigError, VLError, suggest
+
+from .texts import (JSON_STDOUT, ChoiceOrEmpty, component_flags_section, describe_range, help_for_component, name_flags,
+                    one_spelling)
 
 #: command-line values that are not settings of the run (never saved in config.toml)
 NOT_SAVED = {"config", "out", "resume", "overwrite", "as_json"}
@@ -173,7 +177,9 @@ def _field_option(info, name: str, flag: str, old: tuple[str, ...]) -> click.Opt
     if tp is bool:
         return DerivedOption([f"{flag}/--no-{flag[2:]}", *[f"{a}/--no-{a[2:]}" for a in old], name], **kw)
     if origin is typing.Literal:
-        return DerivedOption([flag, *old, name], type=click.Choice([str(a) for a in args]), **kw)
+        choices = [str(a) for a in args]
+        ctype = ChoiceOrEmpty(choices) if "" in choices else click.Choice(choices)
+        return DerivedOption([flag, *old, name], type=ctype, **kw)
     if tp in (int, float):
         ctype = Number(tp, info.range)
         if info.range is not None:
@@ -243,6 +249,7 @@ class VLCommand(click.Command):
                                              "repeats that run."))
         for p in self._static:
             describe_default(p)
+            describe_range(p)
 
     @property
     def params(self) -> list[click.Parameter]:
@@ -286,6 +293,7 @@ class VLCommand(click.Command):
                 opt = field_option(info, taken, *self.component.flag_of(info.name))
                 if opt is not None:
                     opts.append(opt)
+            name_flags(opts)
             self._derived[name] = opts
         return self._derived[name]
 
@@ -293,6 +301,16 @@ class VLCommand(click.Command):
         rv = [*self._static, *self.derived(self.component_name(ctx))]
         help_option = self.get_help_option(ctx)
         return [*rv, help_option] if help_option is not None else rv
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command's text; with a component chosen, without the paragraphs about flags of other
+        components that it lacks (`vl coreset --method random --help` does not explain --space)."""
+        whole = self.help
+        self.help = help_for_component(self, ctx)
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = whole
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The options without their hidden old spellings."""
@@ -306,6 +324,18 @@ class VLCommand(click.Command):
         finally:
             for p, opts, secondary in saved:
                 p.opts, p.secondary_opts = opts, secondary
+        if self.component and not self.component_name(ctx):
+            component_flags_section(self, ctx, formatter)
+
+    def invoke(self, ctx: click.Context):
+        """With ``--json`` stdout carries one JSON document (:func:`print_json`) and nothing else:
+        everything else the command prints (defaults lines, progress, notes, a recipe's stages) goes to
+        stderr."""
+        if not ctx.params.get("as_json"):
+            return super().invoke(ctx)
+        ctx.meta[JSON_STDOUT] = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().invoke(ctx)
 
     # ---------------------------------------------------------------- parsing
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -340,12 +370,17 @@ class VLCommand(click.Command):
         return rest
 
     def _note_old_spellings(self, ctx: click.Context, args: list[str]) -> None:
-        """Name the new spelling of every old one used (they work for one more release)."""
+        """Name the new spelling of every old one used (they work for one more release); an option given
+        in both spellings (``--pairs 20 --budget 10``) is a usage error, since one would silently win."""
         flags = args[:args.index("--")] if "--" in args else args
         old = {a for a in flags if a.startswith("--")}
         if not old or ctx.resilient_parsing:
             return
-        renamed = {**alias_map(self._static), **alias_map(self.derived(_peek_component(self, args)))}
+        derived = self.derived(_peek_component(self, args))
+        for p in [*self._static, *derived]:
+            if aliases(p):
+                one_spelling(ctx, p, flags)
+        renamed = {**alias_map(self._static), **alias_map(derived)}
         for a in sorted({a.split("=", 1)[0] for a in old} & set(renamed)):
             click.echo(f"note: `vl {self.name} {a}` is now `{renamed[a]}`; the old spelling works until the next "
                        f"release.", err=True)
@@ -571,6 +606,7 @@ def dataclass_options(cls: type, *, exclude: tuple[str, ...] = (), defaults: dic
             new = (rename or {}).get(info.name)
             opt = field_option(info, set(), new, (plain,) if new else ())
             f.__click_params__ = [*getattr(f, "__click_params__", []), opt]
+        name_flags([p for p in f.__click_params__ if isinstance(p, DerivedOption)])
         return f
     return deco
 

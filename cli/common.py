@@ -1,7 +1,6 @@
 """Helpers shared by the command implementations: progress bars, loading data, metric tables."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -45,9 +44,62 @@ class TqdmProgress(Progress):
 BARS = TqdmProgress()
 
 
-def load_split_data(ds: DatasetOptions, split: str, spec: ModelSpec, *, progress: Progress = BARS) -> PairData:
+class ResumeNote(Progress):
+    """``progress`` that, when the distillation loop starts (its task counts iterations), says on
+    screen where a resumed run continues: ``resuming from iteration 40 of 60``."""
+
+    def __init__(self, progress: Progress, checkpoint: Path):
+        self.progress, self.checkpoint, self.said = progress, checkpoint, False
+
+    def task(self, desc: str, total: int | None = None, *, unit: str = "it", initial: int = 0) -> Task:
+        if unit == "it" and not self.said:
+            self.said = True
+            click.echo(f"resuming from iteration {initial} of {total} ({self.checkpoint})")
+        return self.progress.task(desc, total, unit=unit, initial=initial)
+
+
+def load_split_data(ds: DatasetOptions, split: str, spec: ModelSpec, *, progress: Progress = BARS,
+                    check=None) -> PairData:
+    """The pair data of ``split``.  ``check(split)``: called once the split is counted (its images and
+    captions listed, none loaded or embedded yet), to refuse a run the split cannot take (e.g. more
+    --pairs than it has) before the costly work."""
     dataset = build_dataset(ds.dataset, ds.data_dir, ds.limit, ds.options())
-    return split_data(dataset.split(split), spec, build_text_encoder(spec), progress=progress)
+    part = dataset.split(split)
+    if check is not None:
+        check(part)
+    return split_data(part, spec, build_text_encoder(spec), progress=progress)
+
+
+def check_pairs(pairs: int, part, ds: DatasetOptions, who: str, *, unique_images: bool = False) -> None:
+    """Refuse ``--pairs`` larger than the training split ``part`` holds (image-caption pairs, or images
+    with ``unique_images``: one caption per image), naming the split's size and the flags that fix it;
+    ``who``: the method."""
+    from vlcore.errors import ConfigError
+
+    have = part.num_images if unique_images else part.num_pairs
+    if pairs <= have:
+        return
+    what = f"{ds.dataset}" + (f" in {ds.data_dir}" if ds.data_dir else "")
+    size = f"{part.num_images} images with {part.num_pairs} captions"
+    if unique_images:
+        more = (f", or let several captions of one image in with --no-unique-images (up to --pairs {part.num_pairs})"
+                if part.num_pairs > part.num_images else "")
+        need = (f"exceeds the {part.num_images} images of the training split of {what} ({size}), and {who} takes one "
+                f"caption per image (--unique-images, the default)")
+    else:
+        more = ""
+        need = (f"exceeds the {part.num_pairs} pairs of the training split of {what} ({size}: a pair per caption), "
+                f"from which {who} takes its pairs")
+    opts = part.about.get("config") if isinstance(part.about, dict) else None
+    grow = ""
+    if isinstance(opts, dict) and {"dev", "test"} <= set(opts):
+        grow = (f"; or move images into the training split (--dataset-option dev=N and test=N set the held-out "
+                f"images: now dev={opts['dev']:g}, test={opts['test']:g})")
+    elif isinstance(opts, dict) and "num_train" in opts:
+        grow = f"; or make more training images (--dataset-option num_train=N, now {opts['num_train']})"
+    elif ds.limit is not None:
+        grow = f"; or raise --limit (now {ds.limit})"
+    raise ConfigError(f"--pairs {pairs} {need}. Choose --pairs {have} or less{more}{grow}.")
 
 
 def dataset_info(ds: DatasetOptions, data: PairData) -> dict:
@@ -64,17 +116,21 @@ def default_out(method: str, encoder: str, pairs: int) -> Path:
     return Path("runs") / f"{method}-{encoder}-{pairs}"
 
 
-def picked_defaults(ctx: click.Context, values: dict) -> dict:
+def picked_defaults(ctx: click.Context, values: dict, notes: dict | None = None) -> dict:
     """The settings of ``values`` (parameter name -> the value the run uses) that the user did not
-    give: printed on one line before any work, and returned for the artifact (meta["defaults"])."""
+    give: printed on one line before any work, and returned for the artifact (meta["defaults"]).
+    ``notes``: parameter name -> how its value was chosen, printed beside it (``--dataset captions
+    (inferred from the layout of my-data: captions.csv)``)."""
     from .command import flag_key, was_given
 
     params = {p.name: p for p in ctx.command.get_params(ctx)}
-    picked = {flag_key(params[k]) if k in params else k.replace("_", "-"): v for k, v in values.items()
-              if v is not None and not (k in params and was_given(ctx, k))}
+    keys = {k: flag_key(params[k]) if k in params else k.replace("_", "-") for k in values}
+    picked = {keys[k]: v for k, v in values.items() if v is not None and not (k in params and was_given(ctx, k))}
+    said = {keys[k]: n for k, n in (notes or {}).items() if n and k in keys}
     if picked:
         click.echo(f"vl {ctx.command.name}: defaults used: " +
-                   ", ".join(f"--{k} {v}" for k, v in picked.items()) + " (every setting: OUT/config.toml)")
+                   ", ".join(f"--{k} {v}" + (f" ({said[k]})" if k in said else "") for k, v in picked.items()) +
+                   " (every setting: OUT/config.toml)")
     return picked
 
 
@@ -91,7 +147,18 @@ def metric_keys_json(m: dict) -> dict:
     out.update({f"{k}_std": round(m.get(f"{k}_std", 0.0), 4) for k in KEYS})
     if "rsum" in m:
         out["rsum"] = round(m["rsum"], 4)
+    if isinstance(m.get("candidates"), dict):  # what the recalls rank: beside them
+        out["candidates"] = dict(m["candidates"])
     return out
+
+
+def candidates_line(m: dict) -> str | None:
+    """``evaluated on 500 images and 2,500 captions (IR ranks the images, TR the captions)``."""
+    c = m.get("candidates")
+    if not isinstance(c, dict):
+        return None
+    return (f"candidates: {c['images']:,} images and {c['captions']:,} captions (IR ranks the images, TR the "
+            f"captions)")
 
 
 #: what the columns of :func:`format_table` mean
@@ -122,9 +189,14 @@ def format_table(rows: list[tuple[str, dict]], *, std: bool = True) -> str:
 
 def emit(metrics: dict, as_json: bool, label: str) -> None:
     if as_json:
-        click.echo(json.dumps(metric_keys_json(metrics)))
+        from .texts import print_json
+
+        print_json(metric_keys_json(metrics))
     else:
         click.echo(format_table([(label, metrics)]))
+        line = candidates_line(metrics)
+        if line:
+            click.echo(line)
         click.echo(LEGEND)
 
 

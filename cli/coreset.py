@@ -12,7 +12,8 @@ from .app import cli
 from vlcore.train import SGDConfig
 
 from .command import ComponentFlags, component_values, option, save_config
-from .common import BARS, claim_out, dataset_info, default_out, load_split_data, picked_defaults, warn_other_data
+from .common import (BARS, check_pairs, claim_out, dataset_info, default_out, load_split_data, picked_defaults,
+                     warn_other_data)
 from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option, handle_errors,
                       model_options, overwrite_option, parse_kv, resolve_device, seed_option, spec_values)
 
@@ -26,7 +27,9 @@ PROXY_FIELDS = frozenset(f.name for f in dataclasses.fields(SGDConfig))
                                                  prefixed=PROXY_FIELDS))
 @component_option("--method", "selector", None, "Coreset selector (its options follow as flags).", required=True)
 @option("--pairs", "pairs", type=int, default=100, show_default=True, aliases=("--budget",),
-        help="Number of image-caption pairs to select (distinct images unless --no-unique-images).")
+        help="Number of image-caption pairs to select (distinct images unless --no-unique-images) [range: >= 1; "
+             "not vl distill's >= 2, which its matching of a contrastive student needs: a coreset is real pairs, "
+             "and any number of them is a set]")
 @click.option("--buffer", type=click.Path(), default=None, show_default="none: a proxy model is trained",
               help="Expert buffer from `vl experts`: its final-epoch expert defines the embedding space "
                    "(and the default model and dataset). Without one, herding/k-center train a quick model.")
@@ -52,10 +55,11 @@ def coreset_cmd(method, pairs, buffer, selector_opts, seed, overwrite, out, devi
       kcenter     greedy farthest-point; first center random (seeded) or nearest the mean (first=mean)
       forgetting  pairs most often forgotten (lost top-1 in-batch retrieval, either direction) while
                   a fresh model trains; never-learned pairs first, ties random (seeded)
-    The options of the chosen --method follow as flags (`vl coreset --method NAME --help`).
+    The options of each --method follow as flags: `vl coreset --help` lists them all, under "Options
+    of each --method", and `vl coreset --method NAME --help` those of one method.
 
     \b
-    Pairs vs images: the budget counts image-caption pairs. By default at most one caption per
+    Pairs vs images: --pairs counts image-caption pairs. By default at most one caption per
     image is taken, so N pairs are N distinct images, as in a distilled set of N pairs;
     --no-unique-images lets several captions of one image in.
 
@@ -85,7 +89,7 @@ def coreset_cmd(method, pairs, buffer, selector_opts, seed, overwrite, out, devi
         raise ConfigError(f"--pairs must be at least 1 pair (got {pairs}).")
     opts = {**component_values(ctx), **parse_kv(selector_opts, "--selector-option")}
     sel = host.create("selector", method, opts)  # unknown method or option: fail now, with a suggestion
-    ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
+    ds, model_opts = DatasetOptions.pop(kw, announce=False), ModelOptions.pop(kw)
     buf = Buffer(buffer) if buffer else None
     spec = model_opts.spec(base=buf.spec if buf else None)
     src = (buf.index.get("dataset") or {}) if buf else {}
@@ -97,9 +101,11 @@ def coreset_cmd(method, pairs, buffer, selector_opts, seed, overwrite, out, devi
     picked = picked_defaults(ctx, {"dataset": ds.dataset, "encoder": spec.encoder,
                                    "text_encoder": spec.text_encoder, "image_size": spec.image_size,
                                    "trainable": spec.trainable, "pairs": pairs, "seed": seed, "out": out,
-                                   "device": device})
+                                   "device": device}, notes={"dataset": ds.inferred})
     click.echo(f"selecting {pairs} pairs with {sel.name} into {out}")
-    train = load_split_data(ds, "train", spec)
+    unique = bool(getattr(sel.config, "unique_images", False))
+    train = load_split_data(ds, "train", spec, check=lambda part: check_pairs(pairs, part, ds, sel.name,
+                                                                                    unique_images=unique))
     info = dataset_info(ds, train)
     warn_other_data(src, info)
     run = SelectContext(train=train, spec=spec, budget=pairs, seed=seed, buffer=buf, device=device, host=host,

@@ -20,7 +20,7 @@ from .run import report, run_experiment
 @click.option("--out", type=click.Path(file_okay=False), default="vl-demo", show_default=True, help="Output folder.")
 @click.option("--pairs", type=click.IntRange(min=2), default=50, show_default=True,
               help="Distilled pairs and coreset budget.")
-@click.option("--iterations", type=click.IntRange(min=1), default=None, show_default="the recipe's (60)",
+@click.option("--iterations", type=click.IntRange(min=1), default=None, show_default="the recipe's (40)",
               help="Distillation iterations.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every stage.")
 @click.option("--log", default=None, show_default="jsonl only", metavar="NAME[,NAME]",

@@ -11,7 +11,8 @@ from vlcore.errors import ConfigError
 
 from .app import cli
 from .command import ComponentFlags, component_values, option, save_config, was_given
-from .common import BARS, dataset_info, claim_out, default_out, load_split_data, picked_defaults, warn_other_data
+from .common import (BARS, ResumeNote, check_pairs, claim_out, dataset_info, default_out, load_split_data,
+                     picked_defaults, warn_other_data)
 from .options import (DatasetOptions, ModelOptions, component_option, dataset_options, device_option,
                       eval_split_option, handle_errors, log_options, loggers_from, model_options, overwrite_option,
                       parse_kv,
@@ -65,22 +66,22 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
     """
     from vlcore import distributed
     from vlcore.components import DistillContext
+    from vlcore.metrics import small_split_warning
     from vlcore.pipeline import build_text_encoder
     from vlcore.registry import get_host
     from vlcore.trajectories import Buffer
 
     ctx = click.get_current_context()
     opts = {**component_values(ctx), **parse_kv(distiller_opts, "--distiller-option")}
-    ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
+    ds, model_opts = DatasetOptions.pop(kw, announce=False), ModelOptions.pop(kw)
     device = resolve_device(device, distributed=True)
     host = get_host()
     if eval_split == "test":
         raise ConfigError("--eval-split test would select on the test split; use dev (report test once, with "
                           "vl eval).")
     dist = host.create("distiller", distiller, opts)  # unknown, mistyped or bad options fail before any data work
-    unroll = getattr(dist.config, "unroll", None)
-    if unroll is not None:
-        host.get("unroll_backend", unroll)
+    for kind, name in dist.named_components():  # e.g. its unroll backend (none for a distiller without one)
+        host.get(kind, name)
     loggers = loggers_from(log, log_opts)
     buf = Buffer(buffer) if buffer else None
     spec = model_opts.spec(base=buf.spec if buf else None)  # names, image size and weights checked now
@@ -109,11 +110,15 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
         "iterations": getattr(dist.config, "iterations", None), "seed": seed,
         "buffer": f"{out / 'buffer'} ({experts.num_experts} experts x {experts.epochs} epochs)" if experts else None,
         "num_experts": experts.num_experts if experts else None, "train_epochs": experts.epochs if experts else None,
-        "out": out, "device": device})
+        "out": out, "device": device}, notes={"dataset": ds.inferred})
     click.echo(f"distilling {pairs} pairs with {dist.name} into {out}")
-    train = load_split_data(ds, "train", spec)
+    train = load_split_data(ds, "train", spec, check=lambda part: check_pairs(pairs, part, ds, dist.name))
     info = dataset_info(ds, train)
     eval_data = None if no_eval else load_split_data(ds, eval_split, spec)
+    small = eval_data is not None and small_split_warning(eval_data.num_images, eval_data.num_pairs,
+                                                          f"The {eval_split} split of {ds.dataset}")
+    if small:
+        click.echo(f"warning: {small} (Its dev evaluations during the run choose best/.)", err=True)
     folder.prepare()  # before Stage 1 writes OUT/buffer (an --overwrite replaces that buffer too)
     if buf is None:
         from vlcore.trajectories import train_experts
@@ -122,8 +127,12 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
                    f"(finished experts there are reused)")
         buf = train_experts(spec, train, experts, out / "buffer", dataset_info=info, device=device, progress=BARS)
     warn_other_data(src, info)
+    from vlcore.checkpoint import NAME as CHECKPOINT
+
+    resumed = folder.resuming and (out / CHECKPOINT).exists()
     run = DistillContext(spec=spec, buffer=buf, train=train, out=out, eval_data=eval_data, dataset_info=info,
-                         device=device, seed=seed, resume=folder.resuming, host=host, progress=BARS,
+                         device=device, seed=seed, resume=folder.resuming, host=host,
+                         progress=ResumeNote(BARS, out / CHECKPOINT) if resumed else BARS,
                          eval_options={"seeds": eval_seeds, "epochs": eval_epochs}, loggers=loggers,
                          meta={"defaults": {k: str(v) for k, v in picked.items()}, "run_name": out.name})
     t0 = time.time()
@@ -135,12 +144,14 @@ def distill_cmd(distiller, buffer, num_experts, train_epochs, eval_split, eval_s
     if experts is not None:
         resolved.update(num_experts=experts.num_experts, train_epochs=experts.epochs)
     save_config(ctx, out, resolved)
-    click.echo(f"distilled {len(ps)} pairs into {out} ({time.time() - t0:.0f} s); learned step sizes "
-               f"lr_img={ps.lr_img:.4g} lr_txt={ps.lr_txt:.4g}")
+    steps = (f"learned step sizes lr_img={ps.lr_img:.4g} lr_txt={ps.lr_txt:.4g}" if ps.lr_img is not None
+             and ps.lr_txt is not None else "no learned step sizes (vl eval uses its default lr, as for a coreset)")
+    click.echo(f"distilled {len(ps)} pairs into {out} ({time.time() - t0:.0f} s); {steps}")
     hist = ps.meta.get("history", {}).get("eval") or []
     if hist:
         last = hist[-1]
-        click.echo(f"{eval_split} retrieval of the last set (1 quick model): TR@1 {last['tr_r1']:.1f}  "
+        size = f"; {eval_data.num_images:,} images, {eval_data.num_pairs:,} captions" if eval_data is not None else ""
+        click.echo(f"{eval_split} retrieval of the last set (1 quick model{size}): TR@1 {last['tr_r1']:.1f}  "
                    f"IR@1 {last['ir_r1']:.1f}  rsum {last['rsum']:.1f}; evaluate properly with `vl eval {out}`")
     made = [f for f in ("grid.png", "loss.png", "dev_recall.png", "best") if (out / f).exists()]
     from vlcore.plugins.loggers import jsonl_file

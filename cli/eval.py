@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from vlcore.errors import VLError
+from vlcore.errors import DataError, VLError
 from vlcore.io import write_json
 from vlcore.model import ModelSpec
 from vlcore.pairset import check_spec
@@ -29,7 +29,9 @@ from .options import (DatasetOptions, ModelOptions, component_option, dataset_op
 @component_option("--evaluator", "evaluator", "retrieval", "Evaluator (its options follow as flags).")
 @click.option("--eval-option", "eval_opts", multiple=True, metavar="KEY=VALUE",
               help="Any evaluator option (repeatable).")
-@click.option("--out", type=click.Path(), default=None, show_default="PAIRSET/eval-SPLIT", help="Output folder.")
+@click.option("--out", type=click.Path(), default=None,
+              show_default="PAIRSET/eval-SPLIT; beside an exported set: PAIRSET-eval-SPLIT",
+              help="Output folder (metrics.json, details.json, recall.png).")
 @overwrite_option
 @device_option
 @json_option
@@ -45,14 +47,21 @@ def eval_cmd(pairset, split, evaluator, eval_opts, out, overwrite, device, as_js
     its distillation recorded are repeated.
     """
     from vlcore.evaluate import evaluate_pairs
+    from vlcore.export import is_hf_export
     from vlcore.pairset import PairSet
     from vlcore.viz import recall_curves
 
     ctx = click.get_current_context()
     opts = {**component_values(ctx), **parse_kv(eval_opts, "--eval-option")}
+    check_pairset_path(pairset)
     ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
     device = resolve_device(device)
-    out = Path(out) if out else Path(pairset) / f"eval-{split}"
+    if out:
+        out = Path(out)
+    elif is_hf_export(pairset):  # a shareable folder stays as exported: the results go beside it
+        out = Path(pairset).parent / f"{Path(pairset).resolve().name}-eval-{split}"
+    else:
+        out = Path(pairset) / f"eval-{split}"
     folder = claim_out(out, "eval", overwrite=overwrite, inputs=[pairset])
     ps = PairSet.load(pairset)
     for w in ps.meta.get("warnings") or []:
@@ -66,6 +75,8 @@ def eval_cmd(pairset, split, evaluator, eval_opts, out, overwrite, device, as_js
     evald = load_split_data(ds, split, spec)
     t0 = time.time()
     m = evaluate_pairs(ps, evald, spec, evaluator=evaluator, options=opts, device=device, progress=BARS)
+    for w in m.get("warnings") or []:
+        click.echo(f"warning: {w}", err=True)
     folder.prepare()
     pub = metric_keys_json(m)
     storage = ps.storage()
@@ -81,3 +92,28 @@ def eval_cmd(pairset, split, evaluator, eval_opts, out, overwrite, device, as_js
     if not as_json:
         click.echo(f"storage: {storage['pairs']} pairs, {storage['floats']:,} floats ({storage['bytes'] / 1e6:.2f} MB)")
         click.echo(f"wrote {out}/metrics.json")
+
+
+def check_pairset_path(pairset: str) -> None:
+    """A PAIRSET that does not exist is said to be missing (with the folders of that name nearby),
+    before any folder is claimed or any record read."""
+    import difflib
+
+    path = Path(pairset)
+    if path.exists():
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    near = []
+    if parent.is_dir():
+        try:
+            names = [p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:
+            names = []
+        near = [str(parent / n) if str(path.parent) not in ("", ".") else n
+                for n in difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)]
+    if near:
+        where = f" Did you mean {' or '.join(near)}?"
+    else:
+        where = f" ({parent} {'holds no folder of a similar name' if parent.is_dir() else 'does not exist either'}.)"
+    raise DataError(f"Pair set {pairset} does not exist: no such folder.{where} Give the folder of a pair set: the "
+                    f"--out of `vl distill` or `vl coreset`, or a `vl export` folder.")

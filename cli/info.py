@@ -1,7 +1,6 @@
 """``vl plugins`` and ``vl list``: what is installed."""
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -9,6 +8,7 @@ from vlcore.kinds import normalise_kind, spellings
 from vlcore.registry import get_host
 
 from .app import cli
+from .texts import print_json
 from .options import handle_errors
 
 
@@ -20,7 +20,7 @@ def plugins_cmd(as_json, config=None):
     host = get_host()
     infos = host.plugin_table()
     if as_json:
-        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        print_json([i.as_dict() for i in infos], indent=2)
         return
     for info in infos:
         tag = "bundled" if info.bundled else "third-party"
@@ -32,18 +32,30 @@ def plugins_cmd(as_json, config=None):
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(spellings(), case_sensitive=False), metavar="KIND")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per component in a list.")
+@click.argument("kind", type=click.Choice(spellings(), case_sensitive=False), metavar="[KIND]", required=False)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per component in a list (without KIND: one per kind).")
 @handle_errors
 def list_cmd(kind, as_json, config=None):
-    """List the components of one KIND with their options.
+    """List the components of one KIND with their options; without KIND, the kinds (one line each).
 
-    KIND: image_encoder, text_encoder, dataset, distiller, selector, evaluator, unroll_backend, logger
-    (plural forms accepted).
+    KIND: image_encoders, text_encoders, datasets, distillers, selectors, evaluators, unroll_backends,
+    loggers (singular forms accepted).
     """
     from vlcore.config import describe_options
+    from vlcore.kinds import KINDS
 
     host = get_host()
+    if kind is None:
+        kinds = [{"kind": k.plural.replace(" ", "_"), "components": host.names(name)} for name, k in KINDS.items()]
+        if as_json:
+            print_json(kinds, indent=2)
+            return
+        width = max(len(k["kind"]) for k in kinds)
+        for k in kinds:
+            click.echo(f"{k['kind']:<{width}}  {', '.join(k['components']) or '(none installed)'}")
+        click.echo("\n`vl list KIND` shows the components of one kind with their options, e.g. `vl list datasets`.")
+        return
     k = normalise_kind(kind)
     items = []
     for name in host.names(k):
@@ -53,7 +65,7 @@ def list_cmd(kind, as_json, config=None):
                       "options": {o.name: o.default for o in opts},
                       "option_help": {o.name: o.help for o in opts if o.help}})
     if as_json:
-        click.echo(json.dumps(items, indent=2, default=str))
+        print_json(items, indent=2, default=str)
         return
     for it in items:
         click.echo(f"{it['name']:<20} {it['help']}  [{it['plugin']}]")

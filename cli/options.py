@@ -24,6 +24,9 @@ from vlcore.model import TRAINABLE_MODES, ModelSpec
 from vlcore.pipeline import check_spec
 from vlcore.registry import get_host
 
+from .inference import default_dataset_note, fits_default, infer_dataset, refuse_ignored_folder, user_gave
+from .texts import LogFormat, current_flags
+
 
 def installed(kind: str) -> list[str]:
     try:
@@ -58,14 +61,34 @@ def _complete(kind: str):
     return complete
 
 
+def _check_name(kind: str):
+    """A click callback refusing a name the registry does not know, when the command line is parsed
+    (a usage error with the closest names, before any line of the command's own output; ``vl run``
+    parses every stage's command line before the first stage runs)."""
+    def check(ctx, param, value):
+        if value is None or ctx.resilient_parsing:
+            return value
+        for name in value if isinstance(value, (list, tuple)) else (value,):
+            try:
+                get_host().get(kind, str(name))
+            except VLError as exc:
+                raise click.UsageError(str(exc), ctx) from None
+            except Exception:  # a registry that cannot be built: the command says so when it runs
+                return value
+        return value
+    return check
+
+
 class ComponentOption(click.Option):
     """An option naming a registered component of ``kind``: its help lists the installed
-    components when the help is rendered (so plugins registered after import show up too), and
-    shell completion offers them.  ``field_name``: the Config field it sets, when derived from one."""
+    components when the help is rendered (so plugins registered after import show up too), shell
+    completion offers them, and an unknown name is a usage error when the command line is parsed.
+    ``field_name``: the Config field it sets, when derived from one."""
 
     def __init__(self, *args, kind: str, field_name: str | None = None, **kw):
         kw.setdefault("shell_complete", _complete(kind))
         kw.setdefault("metavar", "NAME")
+        kw.setdefault("callback", _check_name(kind))
         super().__init__(*args, **kw)
         self.component_kind = kind
         self.field_name = field_name
@@ -111,17 +134,30 @@ DATASET_PARAMS = ("dataset", "data_dir", "limit", "dataset_opts")
 
 @dataclass(frozen=True)
 class DatasetOptions:
-    """``--dataset``, ``--data``, ``--limit``, ``--dataset-option`` of one command."""
+    """``--dataset``, ``--data``, ``--limit``, ``--dataset-option`` of one command; ``inferred``: how
+    the dataset was chosen when the user gave ``--data`` without it (for the defaults line)."""
 
     dataset: str | None = None
     data_dir: str | None = None
     limit: int | None = None
     dataset_opts: tuple[str, ...] = ()
+    inferred: str | None = None
 
     @classmethod
-    def pop(cls, kw: dict) -> "DatasetOptions":
-        """The dataset flags of a command's ``kw``, checked now when the dataset is named."""
-        return cls(*(kw.pop(k) for k in DATASET_PARAMS)).check()
+    def pop(cls, kw: dict, *, announce: bool = True) -> "DatasetOptions":
+        """The dataset flags of a command's ``kw``, checked now when the dataset is named.  A ``--data``
+        folder without ``--dataset`` names the dataset by its layout (:func:`infer_dataset`; the
+        default dataset is never used for it); ``announce``: say so on a line of its own (commands
+        that print a defaults line put it there instead)."""
+        ds = cls(*(kw.pop(k) for k in DATASET_PARAMS))
+        if ds.data_dir is not None and not user_gave("dataset"):
+            name, evidence = infer_dataset(ds.data_dir)
+            ds = DatasetOptions(name, ds.data_dir, ds.limit, ds.dataset_opts,
+                                f"inferred from the layout of {ds.data_dir}: {evidence}")
+            if announce:
+                ctx = click.get_current_context(silent=True)
+                click.echo(f"{'vl ' + ctx.command.name if ctx else 'vl'}: --dataset {name} ({ds.inferred})")
+        return ds.check()
 
     def options(self) -> dict[str, Any]:
         return parse_kv(self.dataset_opts, "--dataset-option")
@@ -129,17 +165,21 @@ class DatasetOptions:
     def check(self) -> "DatasetOptions":
         """Refuse, before any work, options the dataset's Config does not take: an unknown key, a value
         of the wrong type or outside the field's declared range, as the flags are (``--dataset-option
-        limit=0`` as ``--limit 0``).  The dataset's files are read later; None: not named yet."""
+        limit=0`` as ``--limit 0``), and a ``--data`` folder for a dataset that reads none (``embedded``:
+        the folder would be ignored).  The dataset's files are read later; None: not named yet."""
         if self.dataset is None:
             return self
         opts = self.options()
         for k, v in (("root", self.data_dir), ("limit", self.limit)):
             if v is not None:
                 opts[k] = v
+        host = get_host()
+        refuse_ignored_folder(host.get("dataset", self.dataset), self.data_dir)
         try:
-            get_host().config("dataset", self.dataset, opts)
+            host.config("dataset", self.dataset, opts)
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (--dataset-option KEY=VALUE sets them; `vl list datasets` shows each "
+            default = default_dataset_note(self.dataset, self.options()) if not self.inferred else ""
+            raise ConfigError(f"{exc}{default} (--dataset-option KEY=VALUE sets them; `vl list datasets` shows each "
                               f"dataset's options.)") from None
         return self
 
@@ -152,7 +192,7 @@ class DatasetOptions:
         opts = self.options() or (dict(src.get("options") or {}) if same else {})
         return DatasetOptions(dataset, self.data_dir if self.data_dir is not None else (src.get("root") if same else None),
                               self.limit if self.limit is not None else (src.get("limit") if same else None),
-                              tuple(kv_list(opts))).check()
+                              tuple(kv_list(opts)), self.inferred if dataset == self.dataset else None).check()
 
 
 def dataset_options(default_dataset: str | None = "embedded", shown: str | None = None):
@@ -173,7 +213,7 @@ def dataset_options(default_dataset: str | None = "embedded", shown: str | None 
 
 # =========================================================================== model
 MODEL_PARAMS = ("encoder", "encoder_opts", "pretrained", "text_encoder", "text_opts", "image_size", "trainable",
-                "image_head", "embed_dim")
+                "image_head", "embed_dim", "channels_last", "backbone_autocast")
 
 
 @dataclass(frozen=True)
@@ -189,6 +229,8 @@ class ModelOptions:
     trainable: str | None = None
     image_head: str | None = None
     embed_dim: int | None = None
+    channels_last: bool | None = None
+    backbone_autocast: str | None = None
 
     @classmethod
     def pop(cls, kw: dict) -> "ModelOptions":
@@ -219,10 +261,16 @@ class ModelOptions:
                 dropout=base.dropout)
         else:
             enc_cls = host.get("image_encoder", self.encoder or DEFAULT_ENCODER)
+            fits_default("image_encoder", enc_cls.name, enc_opts, self.encoder, "encoder", "--encoder-option")
+            fits_default("text_encoder", self.text_encoder or "minilm", txt_opts, self.text_encoder, "text_encoder",
+                          "--text-option")
             spec = ModelSpec(encoder=enc_cls.name, encoder_options=enc_opts, text_encoder=self.text_encoder or "minilm",
                              text_options=txt_opts, image_size=self.image_size or enc_cls.default_image_size,
                              trainable=self.trainable or enc_cls.default_trainable,
                              image_head=self.image_head or "auto", embed_dim=self.embed_dim or 0)
+        ex = base or ModelSpec()  # the backbone's execution options: the flag, else the artifact's
+        spec.channels_last = ex.channels_last if self.channels_last is None else self.channels_last
+        spec.backbone_autocast = self.backbone_autocast or ex.backbone_autocast
         check_spec(spec, host)  # names, options, image size and weights now, not deep inside a run
         return spec
 
@@ -236,7 +284,8 @@ def spec_values(spec: ModelSpec) -> dict[str, Any]:
     """The model flags that give ``spec`` (for a resolved config.toml)."""
     return {"encoder": spec.encoder, "encoder_opts": kv_list(spec.encoder_options), "pretrained": None,
             "text_encoder": spec.text_encoder, "text_opts": kv_list(spec.text_options), "image_size": spec.image_size,
-            "trainable": spec.trainable, "image_head": spec.image_head, "embed_dim": spec.embed_dim}
+            "trainable": spec.trainable, "image_head": spec.image_head, "embed_dim": spec.embed_dim,
+            "channels_last": spec.channels_last, "backbone_autocast": spec.backbone_autocast}
 
 
 def model_options(artifact: str | None = None, *, fallback: bool = False):
@@ -252,6 +301,12 @@ def model_options(artifact: str | None = None, *, fallback: bool = False):
         return value if not shown else (f"{shown} {value}" if fallback else shown)
 
     def deco(f):
+        f = click.option("--backbone-autocast", type=click.Choice(["none", "bfloat16"]), default=None,
+                         show_default=show("none"), help="Run the image backbone's pass in this dtype (features "
+                         "back in float32); changes results: benchmarks/BACKBONE.md.")(f)
+        f = click.option("--channels-last/--no-channels-last", default=None, show_default=show("off"),
+                         help="Run the image backbone in channels-last memory format (faster on CPU; "
+                              "benchmarks/BACKBONE.md).")(f)
         f = click.option("--embed-dim", type=click.IntRange(min=0), default=None, show_default=show("256"),
                          help="Joint embedding size when there is an image head.")(f)
         f = click.option("--image-head", type=click.Choice(["auto", "none", "linear", "mlp"]), default=d("auto"),
@@ -301,6 +356,7 @@ class ComponentListOption(ComponentOption):
 
         kw["shell_complete"] = complete
         kw.setdefault("metavar", "NAME[,NAME]")
+        kw.setdefault("callback", None)  # checked by vlcore.loggers.parse_names, before any work
         super().__init__(*args, kind=kind, **kw)
 
 
@@ -367,12 +423,17 @@ def seed_option(f):
 
     return click.option("--seed", type=Number(int, SEED), default=0, show_default=True, metavar="INTEGER",
                         help=f"Seed of every random choice of the run (initialisation, sampling, models) "
-                             f"[range: {SEED}].")(f)
+                             f"[range: {SEED}]")(f)
 
 
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(LogFormat(named=verbose > 0))
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 class Failure(click.ClickException):
@@ -405,7 +466,8 @@ def handle_errors(f):
                 return f(*args, **kwargs)
         except VLError as exc:  # one that a full disk caused, and says only that a write failed: add the fix
             disk = disk_problem(exc, kwargs.get("out"), space_only=True)
-            raise Failure(f"{exc} {disk}" if disk and "free space" not in str(exc).lower() else str(exc),
+            text = current_flags(str(exc))
+            raise Failure(f"{text} {disk}" if disk and "free space" not in text.lower() else text,
                           exc.exit_code) from None
         except OSError as exc:
             disk = disk_problem(exc, kwargs.get("out"))

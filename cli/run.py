@@ -1,7 +1,6 @@
 """``vl run RECIPE``: run the stages of a recipe file in order, with resume (:mod:`vlcore.experiment`)."""
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ from vlcore.outdir import COMMAND_KINDS, RESUMABLE, STAGE_RECORD, describe
 
 from .app import cli
 from .command import config_keys, flag_key
-from .common import LEGEND, claim_out, format_table, metric_keys_json
+from .texts import print_json
+from .common import LEGEND, candidates_line, claim_out, format_table, metric_keys_json
 from .options import eval_split_option, handle_errors, resolve_device
 
 #: the commands a stage may run
@@ -307,6 +307,12 @@ def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = 
     labels = labels or {}
     rows = [(labels.get(k, k), m) for k, m in results.items()]
     table = format_table(rows)
+    seen = {line for line in (candidates_line(m) for m in results.values()) if line}
+    if len(seen) == 1:
+        table += "\n" + seen.pop()
+    else:
+        table += "".join(f"\n{labels.get(k, k)}: {candidates_line(m)}" for k, m in results.items()
+                         if candidates_line(m))
     write_json(out / "results.json", {labels.get(k, k): {**metric_keys_json(m), "lr_img": m.get("lr_img"),
                                                           "lr_txt": m.get("lr_txt"), "storage": m.get("storage")}
                                       for k, m in results.items()})
@@ -316,6 +322,27 @@ def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = 
     if curves:
         recall_curves(curves, out / "recall.png", title=title)
     return table
+
+
+def _check_data_is_read(exp: Experiment, data_dir: str) -> None:
+    """``--data`` for a recipe whose stages run on a dataset that reads no folder (the demo's
+    ``embedded``) would be ignored: refused before any stage, as each command refuses it."""
+    from vlcore.registry import get_host
+
+    from .inference import refuse_ignored_folder
+
+    for stage in exp.stages:
+        name = stage.settings.get("dataset", exp.common.get("dataset"))
+        if isinstance(name, str):
+            try:
+                cls = get_host().get("dataset", name)
+            except VLError:
+                continue  # an unknown name: the stage's command line says so when it is checked
+            try:
+                refuse_ignored_folder(cls, data_dir)
+            except ConfigError as exc:
+                raise ConfigError(f"{exp.source}: stage '{stage.name}': {exc} (In a recipe: --set "
+                                  f"common.dataset=NAME.)") from None
 
 
 @cli.command("run")
@@ -346,6 +373,7 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
     exp = load(recipe)
     if data_dir is not None:
         exp.common["data"] = data_dir
+        _check_data_is_read(exp, data_dir)
     if split is not None:
         for s in exp.stages:
             if s.command == "eval":
@@ -356,6 +384,10 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
     out = Path(out or Path("runs") / Path(exp.source).stem)
     plans = plan(exp, out, device)  # every stage checked before OUT is touched
     if dry_run:
+        if as_json:
+            print_json([{"stage": s.name, "command": s.command, "argv": argv,
+                         "line": f"vl {s.command} {shlex.join(argv)}"} for s, argv in plans])
+            return
         for s, argv in plans:
             click.echo(f"vl {s.command} {shlex.join(argv)}")
         return
@@ -367,11 +399,13 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
     claim_out(out, "run", resume=True).prepare()
     results = run_experiment(exp, out, device=device, echo=echo)
     if not results:
+        if as_json:
+            print_json({})  # no eval stage: no metrics, still one document
         return
     table = report(results, out, title=exp.description or Path(exp.source).stem)
     if as_json:
         pub = {k: metric_keys_json(m) for k, m in results.items()}
-        click.echo(json.dumps(next(iter(pub.values())) if len(pub) == 1 else pub))
+        print_json(next(iter(pub.values())) if len(pub) == 1 else pub)
     else:
         click.echo("")
         click.echo(table)

@@ -32,7 +32,7 @@ def train_cmd(split, out, overwrite, device, as_json, config, **kw):
     """Train on the full training split; report retrieval on --eval-split (the upper bound)."""
     from safetensors.torch import save_file
 
-    from vlcore.metrics import recall_curve, recall_from_ranks, retrieval_ranks
+    from vlcore.metrics import candidates, recall_curve, recall_from_ranks, retrieval_ranks, small_split_warning
     from vlcore.pipeline import build_backbone, build_model, features_for
     from vlcore.train import embed_split, select_epochs, train_model
     from vlcore.viz import recall_curves
@@ -48,6 +48,9 @@ def train_cmd(split, out, overwrite, device, as_json, config, **kw):
     t0 = time.time()
     train = load_split_data(ds, "train", spec)
     evald = load_split_data(ds, split, spec)
+    small = small_split_warning(evald.num_images, evald.num_pairs, f"The evaluation split {ds.dataset}/{split}")
+    if small:
+        click.echo(f"warning: {small}", err=True)
     backbone = build_backbone(spec) if spec.frozen else None
     tf = features_for(spec, train, device=device, progress=BARS, backbone=backbone)
     ef = features_for(spec, evald, device=device, progress=BARS, backbone=backbone)
@@ -66,7 +69,7 @@ def train_cmd(split, out, overwrite, device, as_json, config, **kw):
                 desc=f"train {spec.encoder} on {ds.dataset}/train ({train.num_pairs} pairs)")
     img, txt = embed_split(model, evald, features=ef, device=device)
     tr, ir = retrieval_ranks(img, txt, evald.pair_image)
-    m = recall_from_ranks(tr, ir)
+    m = {**recall_from_ranks(tr, ir), "candidates": candidates(evald.num_images, evald.num_pairs)}
     elapsed = time.time() - t0
     folder.prepare()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()

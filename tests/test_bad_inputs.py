@@ -385,5 +385,5 @@ def test_eval_that_diverges_says_why_not_lower_the_learning_rate(made, tmp_path)
     res = vl("eval", tmp_path / "ps", "--seeds", 1, "--epochs", 1)
     text = " ".join(res.output.split())
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert "diverged" in text and "--lr 0.03" in text and "lower the learning rate" not in text.lower()
+    assert "diverged" in text and "--eval-lr 0.03" in text and "lower the learning rate" not in text.lower()
     assert tree(tmp_path) == before

@@ -43,6 +43,9 @@ OPTIONS: dict[tuple[str, str], dict] = {
     ("distiller", "lora"): SMALL,
     ("distiller", "lors"): {**SMALL, "batch_syn": 2},
     ("distiller", "repblend"): {**SMALL, "batch_syn": 2},
+    ("distiller", "ptm-st"): {**SMALL, "batch_syn": 2},
+    ("distiller", "amd"): {**SMALL, "batch_syn": 2},
+    ("distiller", "mdm"): {"pairs": 4, "iterations": 2, "checkpoint_every": 0},
     ("dataset", "embedded"): {"num_train": 4, "num_dev": 3, "num_test": 2},
     ("logger", "wandb"): {"mode": "offline"},
 }
@@ -171,7 +174,7 @@ def test_component_contract(kind, name, tmp_path):
 def test_every_kind_has_bundled_components():
     bundled = {"image_encoder": {"convnet", "vit", "nfnet", "nf_resnet50", "nf_regnet", "effnet-lite0"},
                "text_encoder": {"minilm", "st", "bert"}, "dataset": {"flickr8k", "flickr30k", "coco", "embedded", "captions", "hf"},
-               "distiller": {"bitraj", "lora", "lors", "repblend"}, "evaluator": {"retrieval"}, "unroll_backend": {"func", "higher", "checkpoint", "tesla"},
+               "distiller": {"bitraj", "lora", "lors", "repblend", "amd", "mdm"}, "evaluator": {"retrieval"}, "unroll_backend": {"func", "higher", "checkpoint", "tesla"},
                "selector": {"random", "herding", "kcenter", "forgetting"},
                "logger": {"jsonl", "tensorboard", "wandb"}}
     for kind, names in bundled.items():

@@ -108,6 +108,8 @@ class EvalContext:
     device: str = "cpu"
     host: PluginHost | None = None
     progress: Progress = NULL
+    #: a phased set's pair ranges [lo, hi), in the order it is trained on them (PTM-ST); None: all at once
+    phases: list[tuple[int, int]] | None = None
 
 
 class Evaluator(Component):
@@ -178,6 +180,7 @@ class Distiller(Component):
             result = step(ctx, state)           # the outer loss and its gradients
             ... the loop applies them with state.optimizers, then check_state(state):
             ... an update it objects to is rolled back; the loop logs ...
+            check_health(ctx, state)            # after an applied update: each problem warned once, recorded
             evaluate(ctx, state)                # every eval_every iterations
             save_checkpoint(ctx, state, path)   # every checkpoint_every iterations, and on Ctrl-C / SIGTERM
         diagnose(ctx, state)                    # warnings about the run
@@ -257,6 +260,28 @@ class Distiller(Component):
         """After an update: None when the learned tensors are acceptable (finite, within the
         method's documented bounds), else what is wrong (the loop then rolls the update back)."""
         return None
+
+    def check_health(self, ctx: DistillContext, state: RunState) -> dict[str, str]:
+        """After an applied update: what makes the current set unhealthy (the rule of
+        :mod:`vlcore.health`), by what (``"pixels"``, ``"text"``), each with its value and likely
+        cause; the loop warns once per entry during the run and records it in the pair set's
+        ``meta["warnings"]``.  Default: the rule on ``state.learned["images"]`` and ``["text"]``
+        (text measured against ``state.info["text_norm0"]``, else 1), the cause their learning rates
+        (the Config's ``lr_images`` / ``lr_text``, when it has them)."""
+        from .health import problems, read
+
+        L = state.learned
+        if "images" not in L or "text" not in L:
+            return {}
+        found = problems(read(L["images"], L["text"], state.info.get("text_norm0") or 1.0))
+        out = {}
+        for what, message in found.items():
+            option = "lr_images" if what == "pixels" else "lr_text"
+            lr = getattr(self.config, option, None)
+            flag = f"--{option.replace('_', '-')} {lr:g}" if lr is not None else "the learning rate"
+            out[what] = (f"{message}. Likely cause: {flag} is too high for {ctx.spec.encoder} at "
+                         f"{ctx.spec.image_size} px on this data; lower it.")
+        return out
 
     def diagnose(self, ctx: DistillContext, state: RunState) -> list[str]:
         """After the last iteration: warnings about the run (a loss stuck at its trivial value,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .components import EvalContext
+from .metrics import candidates, small_split_warning
 from .model import ModelSpec
 from .pairset import PairSet
 from .pipeline import PairData, build_text_encoder, check_text_dim
@@ -14,13 +15,24 @@ def evaluate_pairs(train: PairData | PairSet, eval_data: PairData, spec: ModelSp
                    lr_img: float | None = None, lr_txt: float | None = None,
                    device: str = "cpu", host: PluginHost | None = None, progress: Progress = NULL) -> dict:
     """Score ``train`` (a pair set, with its learned step sizes and similarity, or pair data) with
-    an evaluator component on ``eval_data``."""
+    an evaluator component on ``eval_data``.  The result also holds ``candidates`` (the images and
+    captions ranked) and, when ``eval_data`` is so small that some recalls are 100% whatever the
+    model, ``warnings`` saying so (:func:`vlcore.metrics.small_split_warning`)."""
     host = host or get_host()
+    phases = None
     if isinstance(train, PairSet):
+        phases = [tuple(p["pairs"]) for p in train.meta.get("phases") or []] or None  # a phased set (PTM-ST)
         lr_img = train.lr_img if lr_img is None else lr_img
         lr_txt = train.lr_txt if lr_txt is None else lr_txt
         train = train.data()
     check_text_dim("The pair set", int(train.text.shape[1]), build_text_encoder(spec, host), spec)
     ev = host.create("evaluator", evaluator, options or {})
-    return ev.evaluate(EvalContext(train=train, eval_data=eval_data, spec=spec, lr_img=lr_img, lr_txt=lr_txt,
-                                   device=device, host=host, progress=progress))
+    out = ev.evaluate(EvalContext(train=train, eval_data=eval_data, spec=spec, lr_img=lr_img, lr_txt=lr_txt,
+                                  device=device, host=host, progress=progress, phases=phases))
+    out.setdefault("candidates", candidates(eval_data.num_images, eval_data.num_pairs))
+    split = eval_data.split
+    where = f"The evaluation split {split.dataset}/{split.name}" if split is not None else "The evaluation split"
+    warning = small_split_warning(eval_data.num_images, eval_data.num_pairs, where)
+    if warning:
+        out["warnings"] = [*out.get("warnings", []), warning]
+    return out

@@ -27,12 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .components import VOLATILE, DistillContext, Distiller, RecipeConfig
+from .components import VOLATILE, DistillContext, Distiller
 from .config import MAX_LR, check_ranges, ranged
-from .coreset import source_ids
-from .data import to_float
 from .errors import ConfigError, DivergedError, IncompatibleError, VLError
 from .evaluate import evaluate_pairs
+from .initial import StartConfig, draw_starts, initial_pairs, start_info
 from .io import fingerprint, versions
 from .losses import contrastive_loss
 from .pairset import PIXEL_LIMIT, TEXT_LIMIT, PairSet
@@ -53,6 +52,20 @@ STANDARD = ("images", "text", "log_lr_img", "log_lr_txt")
 #: rolled back); below 1/COLLAPSE of it at the end, the run warns that they collapsed
 LR_RANGE = 1e4
 COLLAPSE = 100.0
+#: the default learning rates (``lr_images`` / ``lr_text`` left to none) are scaled to the run's first
+#: gradient so that the first update moves the pixels by this root mean square, in half-widths of the
+#: data's range (:func:`vlcore.health.pixel_spread`'s unit), and each text embedding by this multiple of
+#: its initial norm (median).  Both are what the Flickr8k recipes' lr 100 does (frozen EfficientNet-Lite0
+#: at 112 px, bitraj 100 pairs, 1,500 training photos: 0.03 and 2.5).  The gradient's scale is mostly
+#: the data's, not the encoder's: at one encoder and image size it is 150 times larger on 60 photos
+#: (few expert steps per epoch, against --syn-steps) than on the 2,000 embedded scenes, and 2.3 times
+#: larger at 64 px than at 112 px; so no fixed learning rate is both healthy on a small folder and
+#: useful on a large one, and none needs declaring per encoder.
+FIRST_STEP_PIXELS = 0.03
+FIRST_STEP_TEXT = 2.5
+#: the learned tensors whose learning rate may be left to the default, with their flag and option
+LEARNING_RATES = {"images": ("--lr-images", "lr_images", FIRST_STEP_PIXELS),
+                  "text": ("--lr-text", "lr_text", FIRST_STEP_TEXT)}
 
 
 @dataclass
@@ -106,7 +119,7 @@ class TrajectoryMatching(Distiller):
     needs_unroll = True
 
     @dataclass(frozen=True)
-    class Config(RecipeConfig):
+    class Config(StartConfig):
         #: student steps per outer iteration
         syn_steps: int = ranged(8, 1)
         #: expert epochs the student must cover (M)
@@ -118,10 +131,14 @@ class TrajectoryMatching(Distiller):
         #: trajectories unrolled per outer iteration, their gradients averaged (per rank under
         #: torchrun: N ranks x K unroll N*K, the same as one process with N*K)
         trajectories: int = ranged(1, 1)
-        #: learning rate of the synthetic pixels (real images are in [0, 1])
-        lr_images: float = ranged(100.0, 0, MAX_LR, lo_open=True)
-        #: learning rate of the synthetic text embeddings
-        lr_text: float = ranged(100.0, 0, MAX_LR, lo_open=True)
+        #: learning rate of the synthetic pixels (real images are in [0, 1]); none: scaled to the run's
+        #: first gradient so that the first update moves the pixels by 0.03 of the data's range (root mean
+        #: square), as lr 100 does in the Flickr8k recipes
+        lr_images: float | None = ranged(None, 0, MAX_LR, lo_open=True)
+        #: learning rate of the synthetic text embeddings; none: scaled to the run's first gradient so
+        #: that the first update moves each embedding by 2.5 times its initial norm (median), as lr 100
+        #: does in the Flickr8k recipes
+        lr_text: float | None = ranged(None, 0, MAX_LR, lo_open=True)
         #: learning rate of the learnable step sizes (learned as log(lr): a relative rate)
         lr_lr: float = ranged(1e-2, 0, MAX_LR, lo_open=True)
         #: initial student step size (both sides); 0 = the experts' learning rate (as MTT does)
@@ -210,7 +227,7 @@ class TrajectoryMatching(Distiller):
         torch.manual_seed(ctx.seed)
         record = self.run_record(ctx)
         return RunState(learned={}, optimizers={}, generator=torch.Generator().manual_seed(ctx.seed),
-                        run_key=fingerprint(record), run_record=record, runtime=run)
+                        run_key=fingerprint(record), run_record=record, runtime=run, info=start_info(self.config, buf))
 
     def run_record(self, ctx: DistillContext) -> dict:
         """What must not change across a resume: config (but :data:`VOLATILE`), model, the buffer's
@@ -238,26 +255,27 @@ class TrajectoryMatching(Distiller):
         return self.config.pairs
 
     def init_synthetic(self, ctx: DistillContext, state: RunState) -> None:
-        """N random real pairs (or noise), the log step sizes at the experts' learning rate."""
+        """N initial pairs by ``init`` (:mod:`vlcore.initial`: random real pairs, k-means, noise; or noise by
+        init_images / init_text), the log step sizes at the experts' learning rate."""
         c, train, g = self.config, ctx.train, state.generator
-        idx = torch.randperm(train.num_pairs, generator=g)[:state.runtime.n]
-        images = to_float(train.images[train.pair_image[idx]]).clone()
-        text = train.text[idx].clone().float()
+        init = initial_pairs(ctx, state.runtime.n, g, c.init)
+        images, text, state.info["init"] = init.images, init.text, init.info
         if c.init_images == "noise":
             images = (0.5 + 0.25 * torch.randn(images.shape, generator=g)).clamp(0, 1)
         if c.init_text == "noise":
             mu, sd = train.text.mean(0), train.text.std(0)
             text = mu + sd * torch.randn(text.shape, generator=g)
         dev = ctx.device
-        self._learn(state, "images", images.to(dev), c.distill_images, "images", c.lr_images)
-        self._learn(state, "text", text.to(dev), c.distill_text, "text", c.lr_text)
+        # a learning rate left to its default starts at 0 and is set from the first gradient (step)
+        self._learn(state, "images", images.to(dev), c.distill_images, "images", c.lr_images or 0.0)
+        self._learn(state, "text", text.to(dev), c.distill_text, "text", c.lr_text or 0.0)
+        state.info["text_norm0"] = float(text.norm(dim=-1).median()) if text.numel() else 1.0
         lr0 = c.lr_init or float(ctx.buffer.index["expert"]["lr"])
         state.info["lr0"] = lr0
         for side in ("img", "txt"):
             self._learn(state, f"log_lr_{side}", torch.tensor(math.log(lr0), device=dev), c.learn_lr, "lr", c.lr_lr)
         state.saved["init_images"] = images.clone()
-        ids = source_ids(train, idx)
-        state.info["ids"] = [list(x) for x in ids] if ids is not None else None
+        state.info["ids"] = init.ids
 
     def _learn(self, state: RunState, name: str, tensor: torch.Tensor, learned: bool, optimizer: str, lr: float):
         if learned:
@@ -281,6 +299,7 @@ class TrajectoryMatching(Distiller):
             pos += bs
         plan = Plan(e, s, batches)
         plan.steps = [self.plan_step(state, k, idx) for k, idx in enumerate(batches)]
+        plan.starts = draw_starts(c, state)  # async (AMD): each modality's own start epoch; shared: none
         plan.seed = int(torch.randint(2 ** 62, (1,), generator=g))
         return plan
 
@@ -367,7 +386,56 @@ class TrajectoryMatching(Distiller):
             *flat, scalars = distributed.mean([*flat, scalars])
             grads = dict(zip(names, flat))
             loss, parts["img"], parts["txt"] = (float(v) for v in scalars)
-        return StepResult(loss, grads, {**parts, **lrs})
+        result = StepResult(loss, grads, {**parts, **lrs})
+        self.scale_learning_rates(state, result)
+        return result
+
+    # ------------------------------------------------------ learning rates
+    def scale_learning_rates(self, state: RunState, result: StepResult) -> None:
+        """At a learned tensor's first finite, non-zero gradient: record its size (``state.info
+        ["first_gradient"]``, in the units of :data:`FIRST_STEP_PIXELS` / :data:`FIRST_STEP_TEXT` per
+        unit of learning rate) and, when its learning rate was left to the default (none), set it so
+        that this first update moves the tensor by that much (``state.info["lr_chosen"]``).  Once per
+        run: the checkpoint holds both, and the optimiser its learning rate."""
+        if not result.finite():
+            return
+        first, chosen = state.info.setdefault("first_gradient", {}), state.info.setdefault("lr_chosen", {})
+        for name, (_, option, target) in LEARNING_RATES.items():
+            g = result.grads.get(name)
+            t = state.learned.get(name)
+            if name in first or g is None or t is None or not t.requires_grad:
+                continue
+            g = g.detach().float()
+            if name == "images":  # pixel units -> half-widths of the data's range
+                size = 2 * float(g.pow(2).mean().sqrt())
+            else:
+                size = float(g.norm(dim=-1).median()) / (state.info.get("text_norm0") or 1.0)
+            if not (size > 0 and math.isfinite(size)):
+                continue
+            first[name] = size
+            if getattr(self.config, option) is None:
+                lr = min(target / size, MAX_LR)
+                self._set_lr(state, name, lr)
+                chosen[name] = lr
+                log.info("%s chosen from the first gradient: %.3g (the first update moves the %s by %g)",
+                         LEARNING_RATES[name][0], lr, "pixels" if name == "images" else "text embeddings", target)
+
+    @staticmethod
+    def _set_lr(state: RunState, name: str, lr: float) -> None:
+        t = state.learned[name]
+        for opt in state.optimizers.values():
+            for group in opt.param_groups:
+                if any(p is t for p in group["params"]):
+                    group["lr"] = lr
+
+    def learning_rates(self, state: RunState) -> dict[str, float]:
+        """The learning rates of the synthetic images and texts this run uses (given, or chosen from
+        the first gradient; 0 while a default one awaits its first gradient)."""
+        c, out = self.config, {}
+        for name, (_, option, _) in LEARNING_RATES.items():
+            given = getattr(c, option)
+            out[name] = given if given is not None else state.info.get("lr_chosen", {}).get(name, 0.0)
+        return out
 
     def _chain(self, state: RunState, wrt: dict[str, torch.Tensor], grads: list) -> dict[str, torch.Tensor | None]:
         """Gradients of the learned leaves from those of the student's inputs (one backward pass
@@ -420,6 +488,41 @@ class TrajectoryMatching(Distiller):
         return ("Lower the learning rates (--lr-images, --lr-text, --lr-lr) or --syn-steps, or keep the pixels in "
                 "[0, 1] with --clamp-images.")
 
+    def check_health(self, ctx: DistillContext, state: RunState) -> dict[str, str]:
+        """The :mod:`vlcore.health` rule on the current set (pixels, text norms against their start),
+        each problem with its value and its likely cause: the learning rate, for this data, encoder and
+        image size, naming the flag to lower and a value (from the first gradient's size)."""
+        from .health import problems, read
+
+        L = state.learned
+        found = problems(read(L["images"], L["text"], state.info.get("text_norm0") or 1.0))
+        return {what: f"{message}. {self._health_cause(ctx, state, 'images' if what == 'pixels' else 'text')}"
+                for what, message in found.items()}
+
+    def _health_cause(self, ctx: DistillContext, state: RunState, name: str) -> str:
+        flag, option, target = LEARNING_RATES[name]
+        lr = self.learning_rates(state)[name]
+        spec, c = ctx.spec, self.config
+        where = (f"{spec.encoder} at {spec.image_size} px on this data ({ctx.train.num_pairs} training pairs, "
+                 f"{state.runtime.n} synthetic)")
+        expert = ctx.buffer.index.get("expert") or {}
+        steps = math.ceil(ctx.train.num_pairs / expert["batch_size"]) if expert.get("batch_size") else None
+        short = (f"; the experts take only {steps} SGD steps per epoch here, fewer than --syn-steps {c.syn_steps}, "
+                 f"which makes the matching gradient large" if steps and steps * c.expert_epochs < c.syn_steps else "")
+        what = "pixels" if name == "images" else "text embeddings"
+        if getattr(c, option) is None:
+            clamp = ", or keep the pixels in [0, 1] with --clamp-images" if name == "images" else ""
+            return (f"Likely cause: {flag} {lr:.3g} (the default, scaled to the first gradient) still lets the {what} "
+                    f"drift too far over {state.iteration} iterations for {where}{short}. Lower {flag} "
+                    f"(e.g. {flag} {lr / 10:.2g}) or --iterations{clamp}.")
+        first = state.info.get("first_gradient", {}).get(name)
+        moved = (f": its first update alone moved the {what} by {lr * first:.3g} "
+                 f"({'root mean square, in the data range' if name == 'images' else 'times their initial norm'}"
+                 f"; the default moves them by {target:g})" if first else "")
+        suggest = target / first if first else lr / 10
+        return (f"Likely cause: {flag} {lr:g} is too high for {where}{moved}{short}. Lower {flag} (about {suggest:.2g} "
+                f"here), or leave it out: the default scales it to this run's gradient.")
+
     def diagnose(self, ctx: DistillContext, state: RunState) -> list[str]:
         """Warnings: the matching loss stuck at its trivial value (the student does not move: it ends
         where the expert started, each normalised term 1), step sizes that collapsed."""
@@ -461,7 +564,10 @@ class TrajectoryMatching(Distiller):
                            "experts": ctx.buffer.num_experts, "content": ctx.buffer.content_key()},
                 "iterations_done": state.history["iteration"][-1] if state.history["iteration"] else 0,
                 "source_ids_are": "the real pairs the synthetic set was initialised from",
-                "history": state.history, "versions": versions()}
+                "init": state.info.get("init"), "starts": state.info.get("start_ranges") or {"sampling": "shared"},
+                "history": state.history, "versions": versions(),
+                "learning_rates": {**self.learning_rates(state),
+                                   "chosen": sorted(state.info.get("lr_chosen", {}))}}
         return PairSet(images=L["images"].detach().cpu(), text=text, captions=self.nearest_captions(ctx, text),
                        meta=meta, lr_img=float(L["log_lr_img"].detach().exp()),
                        lr_txt=float(L["log_lr_txt"].detach().exp()),
@@ -470,20 +576,25 @@ class TrajectoryMatching(Distiller):
 
     def nearest_captions(self, ctx: DistillContext, text: torch.Tensor) -> list[str]:
         """For each synthetic text embedding, the nearest real training caption (cosine)."""
+        return self.nearest(ctx, text)[0]
+
+    def nearest(self, ctx: DistillContext, text: torch.Tensor) -> tuple[list[str], list[float]]:
+        """For each synthetic text embedding, the nearest real training caption and its cosine."""
         real = F.normalize(ctx.train.text.float(), dim=-1)
         syn = F.normalize(text.detach().float().cpu(), dim=-1)
-        nn_idx = (syn @ real.t()).argmax(dim=1)
+        cos, nn_idx = (syn @ real.t()).max(dim=1)
         caps = ctx.train.captions or []
-        return [caps[i] if caps else f"caption #{i}" for i in nn_idx.tolist()]
+        return [caps[i] if caps else f"caption #{i}" for i in nn_idx.tolist()], [float(v) for v in cos]
 
     def figures(self, ctx: DistillContext, state: RunState, ps: PairSet) -> None:
         from .viz import line_plot, pair_grid
 
         out, history = Path(ctx.out), state.history
         shown = min(24, len(ps))
-        pair_grid(ps.images, ps.captions, out / "grid.png", before=state.saved.get("init_images"), max_pairs=24,
-                  cols=4, title=f"{self.name}: {shown} of {len(ps)} distilled pairs (left: initial, right: "
-                                f"distilled; caption: nearest real caption)")
+        captions, cosines = self.nearest(ctx, ps.text)
+        pair_grid(ps.images, captions, out / "grid.png", before=state.saved.get("init_images"), max_pairs=24,
+                  cols=4, cosines=cosines, title=f"{self.name}: {shown} of {len(ps)} distilled pairs (left: initial, "
+                                                 f"right: distilled)")
         if history["iteration"]:
             series = {"total": (history["iteration"], history["loss"])}
             for side, label in (("img", "image"), ("txt", "text")):

@@ -65,6 +65,37 @@ def retrieval_metrics(img: torch.Tensor, txt: torch.Tensor, caption_image: torch
     return recall_from_ranks(*retrieval_ranks(img, txt, caption_image))
 
 
+def label(key: str) -> str:
+    """How a metric key is shown: ``tr_r1`` -> ``TR@1``, ``ir_r10`` -> ``IR@10`` (others unchanged)."""
+    side, _, k = key.partition("_r")
+    return f"{side.upper()}@{k}" if side in ("tr", "ir") and k.isdigit() else key
+
+
+def candidates(num_images: int, num_captions: int) -> dict[str, int]:
+    """What each direction ranks: TR (image -> text) ranks the split's captions, IR (text -> image)
+    its images; reported beside the metrics."""
+    return {"images": int(num_images), "captions": int(num_captions)}
+
+
+def trivial(num_images: int, num_captions: int, ks=KS) -> list[str]:
+    """The recalls that are 100% whatever the model, because K is at least the number of candidates
+    (an IR@10 on 6 images)."""
+    return [label(f"tr_r{k}") for k in ks if k >= num_captions] + \
+        [label(f"ir_r{k}") for k in ks if k >= num_images]
+
+
+def small_split_warning(num_images: int, num_captions: int, where: str, ks=KS) -> str | None:
+    """The warning for an evaluation split too small for some recalls to mean anything (None: none)."""
+    hit = trivial(num_images, num_captions, ks)
+    if not hit:
+        return None
+    return (f"{where} has only {num_images} images and {num_captions} captions, so {', '.join(hit)} "
+            f"{'is' if len(hit) == 1 else 'are'} 100% whatever the model (K >= the number of candidates: IR ranks the "
+            f"{num_images} images, TR the {num_captions} captions), and rsum with {'it' if len(hit) == 1 else 'them'}. "
+            f"Evaluate on a split of more than {max(ks)} images for numbers that compare (your own data: "
+            f"--dataset-option dev=N, test=N).")
+
+
 def recall_curve(tr_rank: torch.Tensor, ir_rank: torch.Tensor, max_k: int = 50) -> dict[str, list[float]]:
     ks = list(range(1, max_k + 1))
     return {"k": ks,

@@ -4,9 +4,11 @@ A distiller (:class:`vlcore.components.Distiller`) is a recipe: a small run stat
 (:class:`RunState`) and methods with one job each.  :func:`run` drives them and owns everything
 around the method itself: resume from ``OUT/checkpoint.safetensors``, the non-finite guard on the
 loss and gradients, the guard on the state after each update (the update is rolled back when the
-recipe's :meth:`check_state` objects), checkpoints (also on Ctrl-C / SIGTERM), periodic dev
-evaluation with the best-on-dev set kept, progress (through ``ctx.progress``), experiment tracking
-(through ``ctx.loggers``, see :mod:`vlcore.loggers`) and figures.  It reads the recipe's
+recipe's :meth:`check_state` objects), the health watch (a set that leaves :mod:`vlcore.health`'s
+bounds is warned about once, during the run, and recorded in ``meta["warnings"]``), checkpoints
+(also on Ctrl-C / SIGTERM), periodic dev evaluation with the best-on-dev set kept, progress (through
+``ctx.progress``), experiment tracking (through ``ctx.loggers``, see :mod:`vlcore.loggers`) and
+figures.  It reads the recipe's
 :class:`vlcore.components.RecipeConfig` fields (``pairs``, ``iterations``, ``checkpoint_every``,
 ``eval_every``, ``max_failures``), takes the advice of a stopped run from its ``failure_hint()``
 and records the retrieval metrics of :data:`vlcore.metrics.KEYS`; it knows nothing of how a step is
@@ -170,16 +172,15 @@ def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> "PairSet":
         raise
     finally:
         task.close()
-    warnings = recipe.diagnose(ctx, state)
-    for w in warnings:
+    diagnosed = recipe.diagnose(ctx, state)
+    for w in diagnosed:
         log.warning("%s", w)
+    warnings = [*_health_warnings(recipe, ctx, state), *diagnosed]  # the health ones were logged during the run
     with shielded():
         _checkpoint(recipe, ctx, state, path)
         ps = recipe.finalise(ctx, state)
         ps.meta["seconds"] = round(time.time() - t_start, 1)
-        if warnings:
-            ps.meta["warnings"] = warnings
-        _save(ctx, ps, out)
+        _save(ctx, ps, out, warnings)
     if distributed.is_main():
         recipe.figures(ctx, state, ps)
     return ps
@@ -190,12 +191,43 @@ def _checkpoint(recipe, ctx, state: RunState, path: Path) -> None:
         recipe.save_checkpoint(ctx, state, path)
 
 
-def _save(ctx, ps: "PairSet", folder: Path) -> None:
-    """Save a pair set of the run with the run's own records (``ctx.meta``); rank 0 alone."""
+def _save(ctx, ps: "PairSet", folder: Path, warnings: list[str] | None = None) -> None:
+    """Save a pair set of the run with the run's own records (``ctx.meta``) and ``warnings`` (its
+    ``meta["warnings"]``, which `vl eval` repeats); rank 0 alone."""
     if not distributed.is_main():
         return
     ps.meta.update(ctx.meta)
+    if warnings:
+        ps.meta["warnings"] = [*ps.meta.get("warnings", []), *warnings]
     ps.save(folder)
+
+
+def _watch_health(recipe, ctx, state: RunState) -> None:
+    """After an applied update: each problem :meth:`check_health` reports (an unhealthy set,
+    :mod:`vlcore.health`) is logged as a warning the first time only, and kept in ``state.info``
+    (so the checkpoint holds it: a resumed run does not warn again, and still records it)."""
+    seen = state.info.setdefault("health", {})
+    for what, message in (recipe.check_health(ctx, state) or {}).items():
+        if what not in seen:
+            seen[what] = {"iteration": state.iteration, "message": message}
+            log.warning("iteration %d: %s", state.iteration, message)
+
+
+def _health_warnings(recipe, ctx, state: RunState) -> list[str]:
+    """The warnings a saved set records for the health problems seen so far: the current reading
+    where the set is still beyond the bounds, else what was seen (and that it came back)."""
+    seen = state.info.get("health") or {}
+    if not seen:
+        return []
+    now = recipe.check_health(ctx, state) or {}
+    out = []
+    for what, first in seen.items():
+        if what in now:
+            out.append(f"after iteration {state.iteration} (first at iteration {first['iteration']}): {now[what]}")
+        else:
+            out.append(f"at iteration {first['iteration']} (within the bounds again by iteration {state.iteration}): "
+                       f"{first['message']}")
+    return out
 
 
 def _eval_due(c, done: int) -> bool:
@@ -233,13 +265,14 @@ def _iterate(recipe, ctx, state: RunState, path: Path, task, loggers) -> None:
             task.update(1)
             if state.failures >= c.max_failures:
                 _checkpoint(recipe, ctx, state, path)
-                _save(ctx, recipe.finalise(ctx, state), Path(ctx.out))
+                _save(ctx, recipe.finalise(ctx, state), Path(ctx.out), _health_warnings(recipe, ctx, state))
                 raise NonFiniteError(
                     f"{state.failures} iterations in a row failed (the last: {problem}); stopped at iteration "
                     f"{it + 1} with the last good set saved in {ctx.out}. {recipe.failure_hint()}")
             return
         state.failures = 0
         state.iteration += 1
+        _watch_health(recipe, ctx, state)
         done = state.iteration
         state.history["iteration"].append(done)
         state.history["loss"].append(result.loss)
@@ -255,7 +288,7 @@ def _iterate(recipe, ctx, state: RunState, path: Path, task, loggers) -> None:
     if c.checkpoint_every and done % c.checkpoint_every == 0:
         with shielded():
             _checkpoint(recipe, ctx, state, path)
-            _save(ctx, recipe.snapshot(ctx, state), Path(ctx.out))
+            _save(ctx, recipe.snapshot(ctx, state), Path(ctx.out), _health_warnings(recipe, ctx, state))
 
 
 def _update(recipe, state: RunState, result: StepResult) -> str | None:
@@ -314,6 +347,6 @@ def _evaluate(recipe, ctx, state: RunState, loggers) -> None:
             state.best = {"iteration": it, "rsum": m["rsum"]}
             ps = recipe.snapshot(ctx, state)
             ps.meta["selected"] = {"by": "dev rsum", "iteration": it, "rsum": m["rsum"]}
-            _save(ctx, ps, Path(ctx.out) / "best")
+            _save(ctx, ps, Path(ctx.out) / "best", _health_warnings(recipe, ctx, state))
     split = ctx.eval_data.split.name if getattr(ctx.eval_data, "split", None) is not None else "dev"
     loggers.scalars(it, {f"{split}/{k}": v for k, v in record.items()})

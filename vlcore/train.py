@@ -86,13 +86,16 @@ def train_model(model: DualEncoder, data: PairData, cfg: SGDConfig, *, seed: int
                 features: torch.Tensor | None = None, device: str | torch.device = "cpu",
                 on_epoch: Callable[[int, DualEncoder], None] | None = None,
                 on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
-                progress: Progress = NULL, desc: str = "training") -> DualEncoder:
+                progress: Progress = NULL, desc: str = "training",
+                optimizer: torch.optim.Optimizer | None = None) -> DualEncoder:
     """Train ``model`` on ``data`` for ``cfg.epochs`` epochs of shuffled pair minibatches.
 
     ``lr_img`` / ``lr_txt`` override ``cfg.lr`` per modality (a distilled set's learned step sizes).
     ``features``: precomputed backbone features of ``data.images`` (required for a frozen backbone,
     where only the heads train).  ``on_epoch(e, model)`` is called before the first epoch (e=0) and
     after each epoch e=1..T; ``on_batch(pair_idx, img_emb, txt_emb)`` after each forward pass.
+    ``optimizer``: an SGD optimiser over ``model``'s parameters to continue (its state carried over:
+    a phased set trained subset by subset); None: a new one.
     """
     if model.frozen and features is None:
         raise ValueError("a frozen-backbone model trains on precomputed features; pass features=")
@@ -100,7 +103,8 @@ def train_model(model: DualEncoder, data: PairData, cfg: SGDConfig, *, seed: int
     torch.manual_seed(seed)  # dropout
     li = cfg.lr if lr_img is None else lr_img
     lt = cfg.lr if lr_txt is None else lr_txt
-    opt = torch.optim.SGD(param_groups(model, li, lt), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = optimizer or torch.optim.SGD(param_groups(model, li, lt), momentum=cfg.momentum,
+                                       weight_decay=cfg.weight_decay)
     text = data.text.to(device)
     pair_image = data.pair_image
     feats = features.to(device) if features is not None else None

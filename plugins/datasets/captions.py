@@ -13,6 +13,7 @@ from vlcore.errors import DataError
 
 from ._files import ImageFileLoader, _DirListing, decode_text, missing_message, need_root, read_bytes, stamp
 from ._table import TableConfig, assign, check_columns, group
+from .layout import files_named
 
 #: the caption files looked for in the folder when none is named, in this order
 DEFAULT_FILES = ("captions.csv", "captions.tsv", "captions.jsonl", "captions.json")
@@ -37,6 +38,14 @@ class Captions(Dataset):
 
     LAYOUT = ("your data folder: images (in it or in its images/) and captions.csv with the columns image and "
               "caption (or .tsv, or .jsonl with one {\"image\": ..., \"caption\": ...} object a line)")
+
+    layout_hint = "captions.csv, .tsv or .jsonl beside the images (or their images/ folder)"
+
+    @classmethod
+    def detect_layout(cls, root) -> str | None:
+        """The caption files of the folder ``root`` (:mod:`.layout`), or None."""
+        found = files_named(root, DEFAULT_FILES) if root.is_dir() else []
+        return ", ".join(found) or None
 
     def __init__(self, config=None):
         super().__init__(config)

@@ -8,6 +8,7 @@ from vlcore.data import Dataset, Split
 from vlcore.errors import DataError
 
 from ._files import SHOW_MISSING, ImageFileLoader, check_images, need_root, read_text, stamp
+from .layout import files_named
 
 
 class Flickr8k(Dataset):
@@ -36,6 +37,13 @@ class Flickr8k(Dataset):
         limit: int | None = None
         #: hold this many training images out as the split "holdout" (for tuning; 0: none)
         holdout: int = 0
+
+    layout_hint = "Flickr8k.token.txt with the Flickr_8k.*Images.txt split files and images/"
+
+    @classmethod
+    def detect_layout(cls, root) -> str | None:
+        """``Flickr8k.token.txt`` in the folder ``root`` (:mod:`.layout`), or None."""
+        return cls.CAPTION_FILE if root.is_dir() and files_named(root, (cls.CAPTION_FILE,)) else None
 
     def __init__(self, config=None):
         super().__init__(config if config is not None else self.Config())

@@ -14,6 +14,7 @@ from vlcore.io import cache_dir, fingerprint
 
 from ._files import stamp
 from ._table import SPLIT_NAMES, TableConfig, assign, check_columns, group
+from .layout import files_named, parquet_files
 
 
 def _datasets():
@@ -100,6 +101,19 @@ class HFDataset(Dataset):
         revision: str | None = None
         #: column of an image id shared by the rows of one image (none: each row is an image)
         id_column: str | None = None
+
+    layout_hint = "a datasets save_to_disk folder (dataset_dict.json or state.json) or parquet files"
+
+    @classmethod
+    def detect_layout(cls, root) -> str | None:
+        """A ``save_to_disk`` folder or parquet files at ``root`` (:mod:`.layout`), or None."""
+        saved = files_named(root, ("dataset_dict.json", "state.json")) if root.is_dir() else []
+        if saved:
+            return f"{saved[0]}: a datasets save_to_disk folder"
+        found = parquet_files(root)
+        if len(found) == 1:
+            return f"1 parquet file ({found[0].name})"
+        return f"{len(found)} parquet files ({found[0].name}, ...)" if found else None
 
     def __init__(self, config=None):
         super().__init__(config)

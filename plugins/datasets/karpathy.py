@@ -9,6 +9,7 @@ from vlcore.data import Dataset, Split
 from vlcore.errors import DataError
 
 from ._files import SHOW_MISSING, ImageFileLoader, check_images, need_root, stamp
+from .layout import files_named
 
 
 class _KarpathyDataset(Dataset):
@@ -20,6 +21,11 @@ class _KarpathyDataset(Dataset):
     JSON_NAME = ""
     DOWNLOAD_HINT = ("the Karpathy split files are in caption_datasets.zip from "
                      "https://cs.stanford.edu/people/karpathy/deepimagesent/")
+
+    @classmethod
+    def detect_layout(cls, root) -> str | None:
+        """Karpathy's split file of this dataset in the folder ``root`` (:mod:`.layout`), or None."""
+        return cls.JSON_NAME if root.is_dir() and files_named(root, (cls.JSON_NAME,)) else None
 
     def __init__(self, config=None):
         super().__init__(config if config is not None else self.Config())
@@ -163,6 +169,7 @@ class Flickr30k(_KarpathyDataset):
     license = ("Flickr30k (Young et al., 2014): non-commercial research use only; the photos belong to their "
                "Flickr owners")
     JSON_NAME = "dataset_flickr30k.json"
+    layout_hint = "dataset_flickr30k.json (Karpathy's split file) and the images"
     SPLITS = {"train": ("train", "restval"), "dev": ("val",), "test": ("test",)}
 
     @dataclass(frozen=True)
@@ -196,6 +203,7 @@ class Coco(_KarpathyDataset):
     name = "coco"
     license = ("MS-COCO: annotations CC BY 4.0; the images are under the Flickr terms of their owners")
     JSON_NAME = "dataset_coco.json"
+    layout_hint = "dataset_coco.json (Karpathy's split file) and train2014/, val2014/"
 
     @dataclass(frozen=True)
     class Config:

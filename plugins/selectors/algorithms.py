@@ -20,11 +20,11 @@ def check_budget(budget: int, num_pairs: int, num_images: int | None = None) -> 
         raise ConfigError(f"The budget must be at least 1 pair (got {budget}).")
     if budget > num_pairs:
         raise ConfigError(f"A budget of {budget} pairs exceeds the {num_pairs} pairs of the training split; "
-                          f"choose --budget {num_pairs} or less.")
+                          f"choose --pairs {num_pairs} or less.")
     if num_images is not None and budget > num_images:
         raise ConfigError(
             f"A budget of {budget} pairs with unique images (at most one caption per image) exceeds the "
-            f"{num_images} images of the training split; choose --budget {num_images} or less, or allow "
+            f"{num_images} images of the training split; choose --pairs {num_images} or less, or allow "
             f"several captions per image with --no-unique-images.")
 
 
