@@ -53,9 +53,9 @@ def eval_cmd(pairset, split, evaluator, eval_opts, out, overwrite, device, as_js
 
     ctx = click.get_current_context()
     opts = {**component_values(ctx), **parse_kv(eval_opts, "--eval-option")}
-    check_pairset_path(pairset)
     ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
-    device = resolve_device(device)
+    device = resolve_device(device)  # (launched as a rank: refused first)
+    check_pairset_path(pairset)
     if out:
         out = Path(out)
     elif is_hf_export(pairset):  # a shareable folder stays as exported: the results go beside it

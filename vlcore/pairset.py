@@ -300,6 +300,8 @@ def _spec_fields() -> dict[str, tuple[str, Any]]:
         args = typing.get_args(hint)
         if typing.get_origin(hint) is typing.Literal:
             out[name] = (" or ".join(map(repr, args)), lambda v, a=args: isinstance(v, str) and v in a)
+        elif hint is bool:
+            out[name] = ("true or false", lambda v: isinstance(v, bool))
         elif hint is int:
             out[name] = ("an integer", _int)
         elif hint is float:
