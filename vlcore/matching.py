@@ -37,6 +37,7 @@ from .losses import contrastive_loss
 from .pairset import PIXEL_LIMIT, TEXT_LIMIT, PairSet
 from .pipeline import build_model
 from .recipe import RunState, StepResult
+from .trajectories import LoadsExperts
 from .unroll import ParamLayout, StudentInputs, Unroll, UnrollBackend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,7 +85,7 @@ class Plan:
 
 
 @dataclass
-class MatchingRun:
+class MatchingRun(LoadsExperts):
     """What :meth:`TrajectoryMatching.setup` builds for one run: ``state.runtime``, never attributes
     of the distiller (no checkpoint holds it: a resumed run builds it again)."""
 
@@ -95,14 +96,6 @@ class MatchingRun:
     buffer: Buffer
     n: int  # synthetic pairs the set holds (TrajectoryMatching.num_synthetic)
     experts: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # loaded so far (at most 65)
-
-    def expert(self, e: int) -> dict[str, torch.Tensor]:
-        """Expert ``e``'s flat parameters by ``"{modality}.{epoch}"`` (``img.0``, ``txt.3``), cached."""
-        if e not in self.experts:
-            if len(self.experts) > 64:
-                self.experts.pop(next(iter(self.experts)))
-            self.experts[e] = self.buffer.load(e)
-        return self.experts[e]
 
 
 class TrajectoryMatching(Distiller):

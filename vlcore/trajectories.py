@@ -362,6 +362,19 @@ def _retrain(path: Path) -> str:
             f"--resume` trains the experts a buffer lacks.")
 
 
+class LoadsExperts:
+    """For a run's runtime object with ``buffer`` and an ``experts`` dict: the experts' flat
+    parameters by ``"{modality}.{epoch}"`` (``img.0``, ``txt.3``), loaded once and cached (at most
+    65 experts kept)."""
+
+    def expert(self, e: int) -> dict[str, torch.Tensor]:
+        if e not in self.experts:
+            if len(self.experts) > 64:
+                self.experts.pop(next(iter(self.experts)))
+            self.experts[e] = self.buffer.load(e)
+        return self.experts[e]
+
+
 class Buffer:
     """A folder of expert trajectories."""
 

@@ -45,13 +45,14 @@ from vlcore.initial import InitConfig, initial_pairs
 from vlcore.io import fingerprint, versions
 from vlcore.pairset import PIXEL_LIMIT, TEXT_LIMIT, PairSet
 from vlcore.recipe import RunState, StepResult
+from vlcore.trajectories import LoadsExperts
 
 MODALITIES = ("img", "txt")
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TeacherRun:
+class TeacherRun(LoadsExperts):
     """What :meth:`MDM.setup` builds for a run (``state.runtime``; no checkpoint holds it)."""
 
     model: torch.nn.Module
@@ -62,13 +63,6 @@ class TeacherRun:
     #: the buffer's experts share their epoch-0 weights (then w1, w2 come from two experts)
     shared_init: bool
     experts: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
-
-    def expert(self, e: int) -> dict[str, torch.Tensor]:
-        if e not in self.experts:
-            if len(self.experts) > 64:
-                self.experts.pop(next(iter(self.experts)))
-            self.experts[e] = self.buffer.load(e)
-        return self.experts[e]
 
 
 class MDM(Distiller):
