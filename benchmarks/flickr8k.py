@@ -1,12 +1,18 @@
-"""The Flickr8k table: the full-data model, bitraj / LoRS / RepBlend at 100-500 pairs, the four
-coresets at 100-1000 pairs and the ablations, all on one protocol, evaluated on the dev split.
+"""The Flickr8k table: the full-data model, every bundled distiller at 100 / 200 / 500 pairs of
+storage, the four coresets at 100-1000 pairs and the ablations, all on one protocol, evaluated on
+the dev split.
 
-Every row is a shipped recipe run by `vl run` (the buffer stages shared between rows: they are the
-same experts); a row's command is in the table, so it can be rerun alone.  Outputs go to
-runs/f8k/ and are reused when present (a row's stages resume), the tables to
+Every row is a shipped recipe run by `vl run` with the budget (and, for some rows, one setting) as
+an override (one recipe per method: `recipes/flickr8k-METHOD.toml`); a row's command is in the
+table, so it can be rerun alone.  The buffer stages are shared between rows (the same experts).
+Run outputs go to runs/f8k/ (reused when present: a row's stages resume after any interruption);
+each finished row is written at once to benchmarks/flickr8k.json, which is committed, so the table
+survives a lost runs/ folder and a later session goes on where this one stopped (rows already in the
+file are not rerun unless named with --only/--exact and --rerun).  The tables go to
 benchmarks/FLICKR8K.md, which RESULTS.md includes.
 
-    python benchmarks/flickr8k.py [--data ../shared/data/flickr8k-dev] [--only lors]
+    python benchmarks/flickr8k.py [--data ../shared/data/flickr8k-dev] [--only lors] [--exact] [--rerun]
+    python benchmarks/flickr8k.py --plan      # the rows not run yet, each with its CPU budget
 """
 from __future__ import annotations
 
@@ -22,21 +28,62 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = Path("runs") / "f8k"  # relative to ROOT (the commands run there), as the table shows them
+LOG = ROOT / "benchmarks" / "flickr8k.json"
 KEYS = ["tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10"]
-DISTILLERS = ["bitraj", "lors", "repblend"]
+DISTILLERS = ["bitraj", "lors", "repblend", "amd", "ptm-st", "mdm"]
 CORESETS = ["random", "herding", "kcenter", "forgetting"]
 #: the buffer each recipe's experts stage is shared as
 BUFFER = {"repblend": "buffer-mlp"}
+#: the stage a recipe's budget lives in
+STAGE = {**{m: "distilled" for m in DISTILLERS}, **{m: "coreset" for m in CORESETS}}
+#: PTM-ST's two phases at each budget (pairs per phase add up to the N - 1 pairs LoRS's S leaves)
+PHASES = {100: "50,49", 200: "100,99", 500: "200,299"}
+
+
+def budget_sets(method: str, n: int) -> dict:
+    sets = {} if n == 100 else {f"{STAGE[method]}.pairs": n}
+    if method == "ptm-st":
+        sets["distilled.phases"] = PHASES[n]
+    return sets
+
+
 #: (key, recipe, overrides, label)
 ROWS = ([(f"full-{s}", "flickr8k-full", {"full.seed": s}, "full training split") for s in (0, 1, 2)] +
-        [(f"{m}-{n}", f"flickr8k-{m}-{n}", {}, m) for m in DISTILLERS for n in (100, 200, 500)] +
-        [(f"{m}-{n}", f"flickr8k-{m}-{n}", {}, m) for m in CORESETS for n in (100, 200, 500, 1000)] +
-        [("repblend-100-noblend", "flickr8k-repblend-100", {"distilled.blend": "false"}, "RepBlend without blending"),
-         ("lors-100-nosim", "flickr8k-lors-100", {"distilled.learn-similarity": "false"}, "LoRS without S")])
+        [(f"{m}-{n}", f"flickr8k-{m}", budget_sets(m, n), m) for m in DISTILLERS for n in (100, 200, 500)] +
+        [(f"{m}-{n}", f"flickr8k-{m}", budget_sets(m, n), m) for m in CORESETS for n in (100, 200, 500, 1000)] +
+        [("repblend-100-noblend", "flickr8k-repblend", {"distilled.blend": "false"}, "RepBlend without blending"),
+         ("lors-100-nosim", "flickr8k-lors", {"distilled.learn-similarity": "false"}, "LoRS without S"),
+         ("lors-100-async", "flickr8k-lors", {"distilled.start-sampling": "async"}, "LoRS + async starts alone"),
+         ("lors-100-kmeans", "flickr8k-lors", {"distilled.init": "kmeans"}, "LoRS + k-means init alone"),
+         ("bitraj-100-kmeans", "flickr8k-bitraj", {"distilled.init": "kmeans"}, "bitraj + k-means init alone"),
+         ("ptm-st-100-shortcut", "flickr8k-ptm-st", {"distilled.phases": "", "distilled.phase-starts": "",
+                                                     "distilled.phase-shortcut": "4", "distilled.ema-decay": 0.0},
+          "LoRS + shortcut teacher alone"),
+         ("mdm-100-nokernel", "flickr8k-mdm", {"distilled.kernel-weight": 0.0}, "MDM without kernel terms")])
+ABLATIONS = ["repblend-100-noblend", "lors-100-nosim", "lors-100-async", "lors-100-kmeans", "bitraj-100-kmeans",
+             "ptm-st-100-shortcut", "mdm-100-nokernel"]
+#: measured CPU seconds of a 100-pair row on 2 cores (the whole `vl run`); other budgets scale with
+#: the synthetic images a step touches (about linear in the pairs for the distillers' evaluation,
+#: the per-iteration cost is the batch's, so 200 / 500 pairs cost about 1.3x / 2x: measured rows replace these)
+BUDGET_100 = {"bitraj": 506, "lors": 627, "repblend": 612, "amd": 650, "ptm-st": 700, "mdm": 250,
+              "random": 13, "herding": 13, "kcenter": 13, "forgetting": 78, "full": 160}
+
+
+def cpu_budget(key: str) -> int:
+    """The CPU seconds a row is planned to take (its measured value once it ran)."""
+    m = next(m for m in sorted(BUDGET_100, key=len, reverse=True) if key.startswith(m))
+    parts = key[len(m) + 1:].split("-")
+    n = int(parts[0]) if parts and parts[0].isdigit() else 100
+    scale = {100: 1.0, 200: 1.3, 500: 2.0, 1000: 3.5}.get(n, 1.0)
+    return int(BUDGET_100[m] * scale)
+
+
+def method_of(recipe: str) -> str:
+    return recipe[len("flickr8k-"):]
 
 
 def command(key: str, recipe: str, sets: dict, data: str) -> list[str]:
-    method = recipe.split("-")[1]
+    method = method_of(recipe)
     sets = dict(sets)
     if method in DISTILLERS + ["herding", "kcenter"]:
         sets["buffer.out"] = str(RUNS / BUFFER.get(method, "buffer-linear"))
@@ -50,35 +97,32 @@ def shown(cmd: list[str]) -> str:
     return shlex.join(cmd).replace(str(ROOT) + "/", "").replace(str(ROOT.parent / "shared"), "../shared")
 
 
-def run_row(key, recipe, sets, data, log) -> dict:
+def machine() -> str:
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    pinned = f", pinned to {len(os.sched_getaffinity(0))} core(s)" if len(os.sched_getaffinity(0)) < (os.cpu_count() or 1) else ""
+    return (f"{platform.machine()} Linux, {os.cpu_count()} CPU cores{pinned}, {threads} torch thread(s), no GPU, "
+            f"Python {platform.python_version()}")
+
+
+def run_row(key, recipe, sets, data) -> dict:
+    """Run one row (its stages resume when runs/f8k/KEY holds an interrupted run) -> its log entry."""
     cmd = command(key, recipe, sets, data)
     t0, c0 = time.time(), os.times()
-    print(f"$ {shown(cmd)}", flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    print(f"$ {shown(cmd)}   (planned: ~{cpu_budget(key)} CPU-s)", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{key} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{key} failed (exit {proc.returncode}); rerun the command above to see why")
     c1 = os.times()
-    entry = log.setdefault(key, {})
-    entry["command"] = shown(cmd)
-    if re.search(r"\] \S+: vl ", proc.stderr + proc.stdout) or "wall_s" not in entry:  # a stage ran: measured
-        entry["wall_s"] = round(time.time() - t0, 1)
-        entry["cpu_s"] = round(c1.children_user + c1.children_system - c0.children_user - c0.children_system, 1)
+    entry = {"command": shown(cmd), "wall_s": round(time.time() - t0, 1),
+             "cpu_s": round(c1.children_user + c1.children_system - c0.children_user - c0.children_system, 1),
+             "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     metrics = ROOT / RUNS / key / "full" / "metrics.json"  # a train stage: its metrics file (no eval stage)
-    if metrics.exists():
-        return json.loads(metrics.read_text())
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def details(key: str) -> dict:
-    out = ROOT / RUNS / key
-    p = out / "eval" / "details.json"
-    found = json.loads(p.read_text()) if p.exists() else {}
-    meta = out / "distilled" / "meta.json"
+    entry["metrics"] = json.loads(metrics.read_text()) if metrics.exists() else json.loads(proc.stdout)
+    meta = ROOT / RUNS / key / "distilled" / "meta.json"
     if meta.exists():
         m = json.loads(meta.read_text())
-        found["distill_s"] = m.get("seconds")
-        found["iterations"] = m.get("iterations_done")
-    return found
+        entry["distill_s"], entry["iterations"] = m.get("seconds"), m.get("iterations_done")
+    return entry
 
 
 def cell(m, k):
@@ -96,84 +140,100 @@ def mean_std(runs: list[dict]) -> dict:
     return out
 
 
-def write_tables(results: dict, log: dict, data: str) -> None:
-    machine = f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, no GPU, Python {platform.python_version()}"
-    full = mean_std([results[f"full-{s}"] for s in (0, 1, 2)])
+def label(key: str) -> str:
+    row = next(r for r in ROWS if r[0] == key)
+    if key in ABLATIONS:
+        return f"{row[3]} (ablation)"
+    return f"{row[3]} ({'coreset' if row[3] in CORESETS else 'distilled'})"
+
+
+def write_tables(log: dict, data: str) -> None:
+    have = {k: e["metrics"] for k, e in log.items() if "metrics" in e}
+    full = mean_std([have[f"full-{s}"] for s in (0, 1, 2)]) if all(f"full-{s}" in have for s in (0, 1, 2)) else None
+    machines = sorted({e.get("machine", "") for e in log.values() if e.get("machine")})
     L = ["# Flickr8k (dev split): distillation, coresets and the full data on one protocol", "",
-         f"Produced by `python benchmarks/flickr8k.py` on {machine}, {time.strftime('%Y-%m-%d')}; every row is a "
-         "recipe of `recipes/` run by `vl run` (its command below). Model: frozen ImageNet EfficientNet-Lite0 at "
+         "Produced by `python benchmarks/flickr8k.py` (each row's results in benchmarks/flickr8k.json, with its "
+         f"command, date and machine: {'; '.join(machines)}); every row is a recipe of `recipes/` run by `vl run` "
+         "(its command below), the budget passed as an override. Model: frozen ImageNet EfficientNet-Lite0 at "
          "112 px with trainable heads (image: Linear 1280->256; RepBlend: its MLP head 1280->256, as the "
          "text head), text encoder all-MiniLM-L6-v2 (frozen, 384-d). Each pair set is evaluated by training "
          "fresh models on it (3 seeds, SGD momentum 0.9, weight decay 5e-4, batch 64, 50 epochs, fixed in "
-         "advance; lr = the learned step size for distilled sets, 0.03 for coresets; LoRS and RepBlend sets "
-         "train on their learned similarity) and measuring retrieval on Flickr8k dev (1,000 images x 5 "
-         "captions). Mean±std over the seeds, percent. Distilled rows are the *last* set of each run "
-         "(nothing selected on dev); their settings were tuned on held-out training images "
-         "(benchmarks/TUNING.md), not on dev. Storage counts every float a set holds (pixels, text "
-         "embeddings, step sizes, LoRS's similarity factors): LoRS and RepBlend store one pair fewer to "
-         "pay for their similarity matrix, so each budget is the same storage for every method.", ""]
+         "advance; lr = the learned step size for distilled sets, 0.03 for coresets and MDM's sets, which learn "
+         "none; LoRS-family sets train on their learned similarity; PTM-ST's phased sets subset by subset) and "
+         "measuring retrieval on Flickr8k dev (1,000 images x 5 captions). Mean±std over the seeds, percent. "
+         "Distilled rows are the *last* set of each run (nothing selected on dev); their settings were chosen "
+         "on held-out training images (benchmarks/TUNING.md, which says which methods are not tuned yet), not "
+         "on dev. Storage counts every float a set holds (pixels, text embeddings, step sizes, LoRS's "
+         "similarity factors): the LoRS family stores one pair fewer to pay for its similarity matrix, so each "
+         "budget is the same storage for every method.", ""]
     L += ["## The table", "",
           "| training set | pairs | storage (floats) | TR@1 | TR@5 | TR@10 | IR@1 | IR@5 | IR@10 | rsum | "
           "distillation wall (s) | s / iteration | CPU (s) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def line(label, key, m, n, storage):
-        if m is None:
-            return f"| {label} | {n} | | not run in this table (time): `python benchmarks/flickr8k.py --only {key}` |" + " |" * 9
-        e = log.get(key, {})
-        d = results.get(key, {})
-        its = d.get("iterations")
-        sit = f"{d['distill_s'] / its:.2f}" if d.get("distill_s") and its else ""
-        return (f"| {label} | {n} | {storage} | " + " | ".join(cell(m, k) for k in KEYS) +
-                f" | {m['rsum']:.1f} | {d.get('distill_s', '') or ''} | {sit} | {e.get('cpu_s', '')} |")
+    def line(key, lab, n):
+        e = log.get(key)
+        if not e or "metrics" not in e:
+            return (f"| {lab} | {n} | | not run yet (planned ~{cpu_budget(key)} CPU-s on 2 cores): "
+                    f"`python benchmarks/flickr8k.py --only {key} --exact` |" + " |" * 9)
+        m = e["metrics"]
+        st = m.get("storage") or {}
+        its, ds = e.get("iterations"), e.get("distill_s")
+        sit = f"{ds / its:.2f}" if ds and its else ""
+        return (f"| {lab} | {st.get('pairs', n)} | {st.get('floats', 0):,} | " + " | ".join(cell(m, k) for k in KEYS) +
+                f" | {m['rsum']:.1f} | {ds or ''} | {sit} | {e.get('cpu_s', '')} |")
 
-    L.append(line("full training split (3 seeds)", "full-0", full, "30,000", "-"))
+    if full:
+        L.append(f"| full training split (3 seeds) | 30,000 | - | " + " | ".join(cell(full, k) for k in KEYS) +
+                 f" | {full['rsum']:.1f} |  |  | {log['full-0'].get('cpu_s', '')} |")
     for m in DISTILLERS:
         for n in (100, 200, 500):
-            key = f"{m}-{n}"
-            st = results.get(key, {}).get("storage") or {}
-            L.append(line(f"{m} (distilled)", key, results.get(key), st.get("pairs", n), f"{st.get('floats', 0):,}"))
+            L.append(line(f"{m}-{n}", label(f"{m}-{n}"), n))
     for m in CORESETS:
         for n in (100, 200, 500, 1000):
-            key = f"{m}-{n}"
-            st = results.get(key, {}).get("storage") or {}
-            L.append(line(f"{m} (coreset)", key, results.get(key), n, f"{st.get('floats', 0):,}"))
-    for key, label in (("repblend-100-noblend", "RepBlend without blending"), ("lors-100-nosim", "LoRS without S")):
-        st = results.get(key, {}).get("storage") or {}
-        L.append(line(f"{label} (ablation)", key, results.get(key), st.get("pairs", 100), f"{st.get('floats', 0):,}"))
-    done100 = [m for m in DISTILLERS if f"{m}-100" in results]
-    best_core = max((m for m in CORESETS if f"{m}-1000" in results), key=lambda m: results[f"{m}-1000"]["rsum"])
-    c = results[f"{best_core}-1000"]
-    L += ["", f"Full-data model: TR@1 {full['tr_r1']:.1f} / IR@1 {full['ir_r1']:.1f} (50%: {full['tr_r1'] / 2:.2f} / "
-          f"{full['ir_r1'] / 2:.2f}). Best coreset of 1000 pairs (by rsum): {best_core}, {c['tr_r1']:.1f} / "
-          f"{c['ir_r1']:.1f}. Distilled 100-pair sets (TR@1 / IR@1, share of the full-data model, and whether "
-          "they beat that coreset on both with a tenth of its pairs):", ""]
-    for m in done100:
-        b = results[f"{m}-100"]
-        beats = b["tr_r1"] > c["tr_r1"] and b["ir_r1"] > c["ir_r1"]
-        L.append(f"- {m}: {b['tr_r1']:.1f} / {b['ir_r1']:.1f} = {100 * b['tr_r1'] / full['tr_r1']:.0f}% / "
-                 f"{100 * b['ir_r1'] / full['ir_r1']:.0f}%; {'beats' if beats else 'does not beat'} the coreset")
+            L.append(line(f"{m}-{n}", label(f"{m}-{n}"), n))
+    for key in ABLATIONS:
+        L.append(line(key, label(key), 100))
+    if full:
+        L += ["", f"Full-data model: TR@1 {full['tr_r1']:.1f} / IR@1 {full['ir_r1']:.1f}."]
+        cores = [m for m in CORESETS if f"{m}-1000" in have]
+        if cores:
+            best_core = max(cores, key=lambda m: have[f"{m}-1000"]["rsum"])
+            c = have[f"{best_core}-1000"]
+            L += [f"Best coreset of 1000 pairs (by rsum): {best_core}, {c['tr_r1']:.1f} / {c['ir_r1']:.1f}. "
+                  "Distilled 100-pair sets (TR@1 / IR@1, share of the full-data model, and whether they beat that "
+                  "coreset on both with a tenth of its pairs):", ""]
+            for m in DISTILLERS:
+                b = have.get(f"{m}-100")
+                if b:
+                    beats = b["tr_r1"] > c["tr_r1"] and b["ir_r1"] > c["ir_r1"]
+                    L.append(f"- {m}: {b['tr_r1']:.1f} / {b['ir_r1']:.1f} = {100 * b['tr_r1'] / full['tr_r1']:.0f}% / "
+                             f"{100 * b['ir_r1'] / full['ir_r1']:.0f}%; {'beats' if beats else 'does not beat'} the coreset")
     L += ["", "Distillation wall time includes the run's periodic dev evaluations (one quick model every "
           "`eval-every` iterations) and, for some rows, other work on the machine; CPU seconds are the whole "
-          "`vl run` (all stages not reused).", ""]
+          "`vl run` (all stages not reused: the first row on a buffer pays for its experts).", ""]
+    done = [e.get("cpu_s") or 0 for e in log.values() if "metrics" in e]
+    todo = [cpu_budget(k) for k, *_ in ROWS if k not in have]
+    L += [f"CPU time of the table: {sum(done) / 3600:.2f} CPU-hours measured over {len(done)} rows; "
+          f"{sum(todo) / 3600:.2f} CPU-hours planned for the {len(todo)} rows not run yet.", ""]
     L += ["## The paper's Table 1 layout (R@1 / R@5 / R@10)", ""]
+    cols = CORESETS + DISTILLERS
     for side, keys in (("TR (image -> text)", KEYS[:3]), ("IR (text -> image)", KEYS[3:])):
-        L += [f"### {side}", "", "| pairs | " + " | ".join(CORESETS + DISTILLERS) + " |",
-              "|---" * (len(CORESETS) + len(DISTILLERS) + 1) + "|"]
+        L += [f"### {side}", "", "| pairs | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for n in (100, 200, 500, 1000):
             row = []
-            for m in CORESETS + DISTILLERS:
-                r = results.get(f"{m}-{n}")
+            for m in cols:
+                r = have.get(f"{m}-{n}")
                 row.append(" / ".join(f"{r[k]:.1f}" for k in keys) if r else "-")
             L.append(f"| {n} | " + " | ".join(row) + " |")
         L.append("")
     L += ["## Commands", "", f"Data: `{data}` (any folder in the Flickr8k layout). Buffers are shared between "
           "rows with `--set buffer.out=...`; without it a row trains the same experts itself.", "",
-          "| row | command | wall (s) | CPU (s) |", "|---|---|---|---|"]
+          "| row | command | wall (s) | CPU (s) | date | machine |", "|---|---|---|---|---|---|"]
     for key, *_ in ROWS:
-        if key not in results:
-            continue
-        e = log.get(key, {})
-        L.append(f"| {key} | `{e.get('command', '')}` | {e.get('wall_s', '')} | {e.get('cpu_s', '')} |")
+        e = log.get(key)
+        if e and "metrics" in e:
+            L.append(f"| {key} | `{e['command']}` | {e.get('wall_s', '')} | {e.get('cpu_s', '')} | "
+                     f"{e.get('date', '')} | {e.get('machine', '')}{' ' + e['note'] if e.get('note') else ''} |")
     (ROOT / "benchmarks" / "FLICKR8K.md").write_text("\n".join(L) + "\n")
     print(f"wrote {ROOT / 'benchmarks' / 'FLICKR8K.md'}")
 
@@ -183,24 +243,30 @@ def main():
     ap.add_argument("--data", default="../shared/data/flickr8k-dev")
     ap.add_argument("--only", help="rows whose key contains one of these (comma-separated)")
     ap.add_argument("--exact", action="store_true", help="--only names whole keys")
+    ap.add_argument("--rerun", action="store_true", help="run the chosen rows again even if flickr8k.json has them")
+    ap.add_argument("--plan", action="store_true", help="list the rows not run yet with their CPU budget; run nothing")
     args = ap.parse_args()
+    log = json.loads(LOG.read_text()) if LOG.exists() else {}
+    wanted = args.only.split(",") if args.only else []
+    todo = [r for r in ROWS if (not wanted or any((o == r[0]) if args.exact else (o in r[0]) for o in wanted))
+            and (args.rerun or "metrics" not in log.get(r[0], {}))]
+    if args.plan:
+        for key, *_ in todo:
+            print(f"{key}: ~{cpu_budget(key)} CPU-s")
+        print(f"{len(todo)} rows, ~{sum(cpu_budget(k) for k, *_ in todo) / 3600:.2f} CPU-hours")
+        return
     (ROOT / RUNS).mkdir(parents=True, exist_ok=True)
-    log_path = ROOT / RUNS / "log.json"
-    log = json.loads(log_path.read_text()) if log_path.exists() else {}
-    results = {}
-    for key, recipe, sets, _ in ROWS:
-        wanted = args.only.split(",") if args.only else []
-        if wanted and not any((o == key) if args.exact else (o in key) for o in wanted):
-            done = log.get(key, {}).get("metrics")  # a row run before: in the table, not rerun
-            if done:
-                results[key] = {**done, **details(key)}
-            continue
-        metrics = run_row(key, recipe, sets, args.data, log)
-        log[key]["metrics"] = metrics
-        log_path.write_text(json.dumps(log, indent=1))
-        results[key] = {**metrics, **details(key)}
-    if all(f"full-{s}" in results for s in (0, 1, 2)) and any(k.endswith("-100") for k in results):
-        write_tables(results, log, args.data)  # rows not run are listed with the command that runs them
+    t0 = time.time()
+    for i, (key, recipe, sets, _) in enumerate(todo):
+        left = sum(cpu_budget(k) for k, *_ in todo[i:])
+        print(f"[{i + 1}/{len(todo)}] {key}; planned CPU left ~{left / 60:.0f} min "
+              f"(elapsed {(time.time() - t0) / 60:.0f} min)", flush=True)
+        log[key] = run_row(key, recipe, sets, args.data)
+        tmp = LOG.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(log, indent=1))
+        os.replace(tmp, LOG)  # each finished row is kept at once, whatever stops the table later
+        write_tables(log, args.data)
+    write_tables(log, args.data)
 
 
 if __name__ == "__main__":

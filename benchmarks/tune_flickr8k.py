@@ -22,16 +22,16 @@ RUNS = Path("runs") / "tune"  # relative to ROOT (the commands run there), as th
 HOLDOUT = 1000
 #: method -> (recipe, buffer stage's head, variants: tag -> overrides of the distilled stage)
 GRID = {
-    "bitraj": ("flickr8k-bitraj-100.toml", "linear", {
+    "bitraj": ("flickr8k-bitraj.toml", "linear", {
         "lr100": {},
         "lr1000": {"lr-images": 1000.0, "lr-text": 1000.0},
     }),
-    "lors": ("flickr8k-lors-100.toml", "linear", {
+    "lors": ("flickr8k-lors.toml", "linear", {
         "lr100-sim10": {},
         "lr1000-sim10": {"lr-images": 1000.0, "lr-text": 1000.0},
         "lr100-sim1": {"lr-similarity": 1.0},
     }),
-    "repblend": ("flickr8k-repblend-100.toml", "mlp", {
+    "repblend": ("flickr8k-repblend.toml", "mlp", {
         "lr100-sim10": {},
         "lr1000-sim10": {"lr-images": 1000.0, "lr-text": 1000.0},
         "lr100-sim1": {"lr-similarity": 1.0},
