@@ -122,6 +122,8 @@ def run_row(key, recipe, sets, data) -> dict:
     if meta.exists():
         m = json.loads(meta.read_text())
         entry["distill_s"], entry["iterations"] = m.get("seconds"), m.get("iterations_done")
+        evals = (m.get("history") or {}).get("eval") or []  # the periodic dev evaluations (one quick model)
+        entry["dev_curve"] = [[h["iteration"], round(h["tr_r1"], 2), round(h["ir_r1"], 2)] for h in evals]
     return entry
 
 
@@ -238,6 +240,90 @@ def write_tables(log: dict, data: str) -> None:
     print(f"wrote {ROOT / 'benchmarks' / 'FLICKR8K.md'}")
 
 
+def write_figures(log: dict) -> list[Path]:
+    """TR@1 / IR@1 against storage (floats, log axis) for every method, the full-data model as a line
+    and the coresets dashed (benchmarks/flickr8k_storage.png); dev recall against iteration for each
+    distiller's 100-pair recipe run (benchmarks/flickr8k_dev_curves.png, from the rows' recorded
+    periodic dev evaluations)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    have = {k: e for k, e in log.items() if "metrics" in e}
+    full = [have[f"full-{s}"]["metrics"] for s in (0, 1, 2) if f"full-{s}" in have]
+    written = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, k, name in ((axes[0], "tr_r1", "TR@1 (%)"), (axes[1], "ir_r1", "IR@1 (%)")):
+        for m in DISTILLERS + CORESETS:
+            pts = sorted((e["metrics"]["storage"]["floats"], e["metrics"][k]) for key, e in have.items()
+                         if key in {f"{m}-{n}" for n in (100, 200, 500, 1000)} and e["metrics"].get("storage"))
+            if pts:
+                ax.plot(*zip(*pts), "--" if m in CORESETS else "-", marker="o" if m in DISTILLERS else ".",
+                        label=m + (" (coreset)" if m in CORESETS else ""), alpha=0.85)
+        if full:
+            ax.axhline(sum(f[k] for f in full) / len(full), color="k", lw=1, label="full training split")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("storage (floats of the training set, log scale)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=5, bbox_to_anchor=(0.5, -0.15))
+    fig.suptitle("Flickr8k dev: retrieval of models trained on each set against its storage")
+    path = ROOT / "benchmarks" / "flickr8k_storage.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+    curves = {m: have[f"{m}-100"]["dev_curve"] for m in DISTILLERS if have.get(f"{m}-100", {}).get("dev_curve")}
+    if curves:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, i, name in ((axes[0], 1, "dev TR@1 (%)"), (axes[1], 2, "dev IR@1 (%)")):
+            for m, c in curves.items():
+                ax.plot([p[0] for p in c], [p[i] for p in c], marker="o", label=m)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=8)
+        fig.suptitle("Flickr8k: the periodic dev evaluation (one quick model) of each 100-pair recipe run")
+        path = ROOT / "benchmarks" / "flickr8k_dev_curves.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_readme(log: dict) -> None:
+    """The README's short results section (between its markers): the storage figure and the 100-pair rows."""
+    path = ROOT / "README.md"
+    begin, end = "<!-- flickr8k.py: results begin -->", "<!-- flickr8k.py: results end -->"
+    text = path.read_text()
+    if begin not in text or end not in text:
+        return
+    have = {k: e["metrics"] for k, e in log.items() if "metrics" in e}
+    full = mean_std([have[f"full-{s}"] for s in (0, 1, 2)]) if all(f"full-{s}" in have for s in (0, 1, 2)) else None
+    L = ["Flickr8k dev, frozen EfficientNet-Lite0 112 px + MiniLM, 3 evaluation seeds, the *last* distilled set "
+         "(settings chosen on held-out training images, never on dev or test); all rows, 200 / 500 pairs and "
+         "the commands: [benchmarks/RESULTS.md](benchmarks/RESULTS.md).", "",
+         "![TR@1 and IR@1 against storage](benchmarks/flickr8k_storage.png)", "",
+         "| training set (100 pairs of storage) | TR@1 | IR@1 | rsum | share of the full-data model (TR@1 / IR@1) |",
+         "|---|---|---|---|---|"]
+    for key in [f"{m}-100" for m in DISTILLERS + CORESETS] + (["random-1000"] if "random-1000" in have else []):
+        m = have.get(key)
+        lab = label(key).replace(" (distilled)", "").replace(" (coreset)", " coreset") + \
+            (" (1000 pairs)" if key.endswith("-1000") else "")
+        if m is None:
+            L.append(f"| {lab} | not run yet | | | |")
+            continue
+        share = f"{100 * m['tr_r1'] / full['tr_r1']:.0f}% / {100 * m['ir_r1'] / full['ir_r1']:.0f}%" if full else ""
+        L.append(f"| {lab} | {cell(m, 'tr_r1')} | {cell(m, 'ir_r1')} | {m['rsum']:.1f} | {share} |")
+    if full:
+        L.append(f"| full training split (30,000 pairs) | {cell(full, 'tr_r1')} | {cell(full, 'ir_r1')} | "
+                 f"{full['rsum']:.1f} | 100% |")
+    path.write_text(text[:text.index(begin) + len(begin)] + "\n" + "\n".join(L) + "\n" + text[text.index(end):])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data/flickr8k-dev")
@@ -266,7 +352,11 @@ def main():
         tmp.write_text(json.dumps(log, indent=1))
         os.replace(tmp, LOG)  # each finished row is kept at once, whatever stops the table later
         write_tables(log, args.data)
+        write_figures(log)
+        write_readme(log)
     write_tables(log, args.data)
+    write_figures(log)
+    write_readme(log)
 
 
 if __name__ == "__main__":
