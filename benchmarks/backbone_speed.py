@@ -3,7 +3,7 @@
 The per-iteration cost of the frozen-backbone recipe is one forward and one backward pass of the
 image backbone over the synthetic images a step uses (the backward gives the pixels' gradient;
 issue 20, item 2).  This measures that pass, as the distillation runs it
-(:meth:`vlcore.model.DualEncoder.image_features`, then the vector-Jacobian product with a fixed
+(:meth:`vlcore.model.encoder.DualEncoder.image_features`, then the vector-Jacobian product with a fixed
 random cotangent, as ``TrajectoryMatching._chain`` does), for:
 
 * ``default``         float32, contiguous (NCHW) tensors: what every run does today;
@@ -102,8 +102,8 @@ def images(n: int, size: int) -> tuple[torch.Tensor, str]:
 
 
 def build(encoder: str, size: int, execution: dict):
-    from vlcore.model import ModelSpec
-    from vlcore.pipeline import build_model
+    from vlcore.data.pipeline import build_model
+    from vlcore.model.encoder import ModelSpec
 
     spec = ModelSpec(encoder=encoder, image_size=size, trainable="frozen", text_encoder="minilm", **execution)
     model = build_model(spec, text_dim=384, seed=0)

@@ -1,4 +1,4 @@
-"""Cost of the k-means initialisation (vlcore.kmeans_init.kmeans_init) at Flickr8k's size: 30,000
+"""Cost of the k-means initialisation (vlcore.distill.kmeans_init.kmeans_init) at Flickr8k's size: 30,000
 training pairs of 6,000 images (5 captions each), image features of 1280 dims (EfficientNet-Lite0)
 and caption embeddings of 384 (MiniLM): points of 1,664 dims, K = 100, 200 and 500 synthetic pairs.
 
@@ -36,7 +36,7 @@ def main() -> None:
 
     import torch
 
-    from vlcore.kmeans_init import BATCH_SIZE, MAX_ITER, N_INIT, THREADS, kmeans_init
+    from vlcore.distill.kmeans_init import BATCH_SIZE, MAX_ITER, N_INIT, THREADS, kmeans_init
 
     load_before = os.getloadavg()
     g = torch.Generator().manual_seed(args.seed)
@@ -66,7 +66,7 @@ def main() -> None:
         "",
         f"{args.pairs:,} pairs of {images:,} images ({args.captions} captions each), random image features "
         f"({args.image_dim} dims) and caption embeddings ({args.text_dim} dims): points of "
-        f"{args.image_dim + args.text_dim:,} dims. `vlcore.kmeans_init.kmeans_init`: L2-normalised "
+        f"{args.image_dim + args.text_dim:,} dims. `vlcore.distill.kmeans_init.kmeans_init`: L2-normalised "
         f"concatenation of the normalised feature and embedding, scikit-learn MiniBatchKMeans (k-means++, "
         f"n_init {N_INIT}, batch {BATCH_SIZE}, at most {MAX_ITER} passes, its no-improvement stop; {THREADS} BLAS "
         f"thread), then the "

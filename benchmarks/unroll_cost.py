@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from vlcore.distill.recipe import run
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,10 +48,10 @@ BATCH = 100
 def _setup(label: str, pairs: int):
     import torch
 
-    from vlcore.model import ModelSpec
-    from vlcore.pipeline import build_dataset, build_text_encoder, split_data
-    from vlcore.registry import get_host
-    from vlcore.trajectories import ExpertConfig, train_experts
+    from vlcore.core.registry import get_host
+    from vlcore.data.pipeline import build_dataset, build_text_encoder, split_data
+    from vlcore.model.encoder import ModelSpec
+    from vlcore.training.experts import ExpertConfig, train_experts
 
     torch.set_num_threads(2)
     host = get_host()
@@ -68,7 +69,7 @@ def child(label: str, backend: str, steps: int, pairs: int, batch: int, iters: i
     import time as _t
 
     from vlcore.components import DistillContext
-    from vlcore.matching import TrajectoryMatching
+    from vlcore.distill.matching import TrajectoryMatching
 
     host, spec, train, buf, tmp = _setup(label, pairs)
     stamps: list[tuple[float, float]] = []
@@ -84,7 +85,7 @@ def child(label: str, backend: str, steps: int, pairs: int, batch: int, iters: i
 
     cfg = TrajectoryMatching.Config(pairs=pairs, iterations=iters + 1, syn_steps=steps, max_start_epoch=1,
                                     batch_syn=min(batch, pairs), checkpoint_every=0, unroll=backend)
-    Timed(cfg).distill(DistillContext(spec=spec, buffer=buf, train=train, out=tmp / "ps", host=host))
+    run(Timed(cfg), DistillContext(spec=spec, buffer=buf, train=train, out=tmp / "ps", host=host))
     stamps.append((_t.perf_counter(), _t.process_time()))
     wall = (stamps[-1][0] - stamps[1][0]) / iters  # iteration 0 is the warm-up
     cpu = (stamps[-1][1] - stamps[1][1]) / iters
@@ -104,7 +105,7 @@ def accuracy_child(label: str, steps: int, pairs: int, batch: int) -> dict:
     import torch
 
     from vlcore.components import DistillContext
-    from vlcore.matching import TrajectoryMatching
+    from vlcore.distill.matching import TrajectoryMatching
 
     host, spec, train, buf, tmp = _setup(label, pairs)
     d = TrajectoryMatching(TrajectoryMatching.Config(pairs=pairs, syn_steps=steps, max_start_epoch=1,
@@ -136,8 +137,8 @@ def floor_child(label: str, pairs: int, batch: int) -> dict:
     import torch
 
     from vlcore.components import DistillContext
-    from vlcore.matching import TrajectoryMatching
-    from vlcore.unroll import student
+    from vlcore.distill.matching import TrajectoryMatching
+    from vlcore.distill.unroll import student
 
     host, spec, train, buf, tmp = _setup(label, pairs)
     d = TrajectoryMatching(TrajectoryMatching.Config(pairs=pairs, syn_steps=2, max_start_epoch=1,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from vlcore import __version__
-from vlcore.kinds import KINDS
+from vlcore.core.kinds import KINDS
 
 from .command import VLCommand, VLContext
-from .options import installed, registry_problem, setup_logging
+from .options import setup_logging
+from .params import installed, registry_problem
 
 
 class VLGroup(click.Group):

@@ -13,23 +13,24 @@ component (``--distiller``, ``--method``) derived from its Config.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
-import os
 import re
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from vlcore.errors import ConfigError, VLError, suggest
+from vlcore.artifacts import tomlfile
+from vlcore.artifacts.io import atomic_path
+from vlcore.core.config import describe_options
+from vlcore.core.errors import ConfigError, VLError, suggest
+from vlcore.core.registry import get_host
 
-from .texts import (JSON_STDOUT, ChoiceOrEmpty, component_flags_section, describe_range, help_for_component, name_flags,
-                    one_spelling)
+from .params import (ComponentOption, alias_map, aliases, config_keys, describe_default, describe_range, field_option, flag_key, name_flags,
+                     was_given)
+from .texts import JSON_STDOUT, component_flags_section, help_for_component, one_spelling
+from .values import check_given_values, toml_value, wrong_type
 
 #: command-line values that are not settings of the run (never saved in config.toml)
 NOT_SAVED = {"config", "out", "resume", "overwrite", "as_json"}
@@ -51,6 +52,15 @@ class ComponentFlags:
     prefix: str = ""
     #: the fields ``prefix`` applies to (None: all of them)
     prefixed: frozenset[str] | None = None
+    #: the help of the option ``flag`` itself (the command declares it: the first of its options)
+    help: str = ""
+    #: whether the option ``flag`` must be given
+    required: bool = False
+
+    def option(self) -> click.Option:
+        """The option ``flag`` naming the component: its help lists the installed ones."""
+        return ComponentOption([self.flag, self.param], kind=self.kind, default=self.default, help=self.help,
+                               show_default=True if self.default is not None else None, required=self.required)
 
     def flag_of(self, field_name: str) -> tuple[str, tuple[str, ...]]:
         """(the flag of a Config field, its hidden old spellings)."""
@@ -67,71 +77,6 @@ class ComponentFlags:
         return key
 
 
-def aliases(p: click.Parameter) -> tuple[str, ...]:
-    """The hidden old spellings of parameter ``p`` (kept working for one release, not shown in help)."""
-    return getattr(p, "vl_aliases", ())
-
-
-def option(*decls: str, aliases: tuple[str, ...] = (), **kw):
-    """``click.option`` with hidden old spellings ``aliases`` (``option("--pairs", "pairs",
-    aliases=("--budget",))``): they keep working, are not shown in the help, and using one prints
-    a note naming the new spelling."""
-    def deco(f):
-        f = click.option(*decls, *aliases, **kw)(f)
-        f.__click_params__[-1].vl_aliases = tuple(aliases)
-        return f
-    return deco
-
-
-def describe_default(p: click.Parameter) -> None:
-    """Give every option a shown default: its value, or a word for the options whose default is
-    "not given" (presence flags: off; repeatable options: none; no value: none)."""
-    if not isinstance(p, click.Option) or p.hidden or (p.is_eager and not p.expose_value):
-        return  # --help, --version
-    if p.show_default not in (None, False):
-        return
-    default = None if type(p.default).__name__ == "Sentinel" else p.default  # click's UNSET: no default
-    if p.is_flag and not p.secondary_opts:
-        p.show_default = "on" if default else "off"
-    elif p.multiple or default in (None, (), []):
-        p.show_default = "none"
-    else:
-        p.show_default = True
-
-
-class DerivedOption(click.Option):
-    """A flag made from a component Config field; ``field_name`` is the field."""
-
-    def __init__(self, *args, field_name: str, **kw):
-        super().__init__(*args, **kw)
-        self.field_name = field_name
-
-
-def flag_key(p: click.Parameter) -> str:
-    """The key of parameter ``p`` in a config file: its long flag without dashes (``syn-steps``)."""
-    longs = [o for o in p.opts if o.startswith("--") and o not in aliases(p)]
-    return max(longs, key=len)[2:] if longs else p.name.replace("_", "-")
-
-
-def config_keys(params) -> dict[str, click.Parameter]:
-    """Every key a config file may use for ``params`` (flag names, old spellings and parameter
-    names, with underscores for dashes) -> the parameter."""
-    out = {}
-    for p in params:
-        if not p.name or p.name == "config" or p.name.startswith("_"):
-            continue
-        out[p.name] = p
-        for a in aliases(p):
-            out.setdefault(a[2:].replace("-", "_"), p)
-        out[flag_key(p).replace("-", "_")] = p
-    return out
-
-
-def alias_map(params) -> dict[str, str]:
-    """Old spelling -> the flag it is now (``--budget`` -> ``--pairs``)."""
-    return {a: "--" + flag_key(p) for p in params for a in aliases(p)}
-
-
 def _peek(args: list[str], flags: tuple[str, ...]) -> str | None:
     """The value of the last ``--flag VALUE`` / ``--flag=VALUE`` in ``args`` (before ``--``)."""
     found = None
@@ -144,67 +89,6 @@ def _peek(args: list[str], flags: tuple[str, ...]) -> str | None:
             elif a.startswith(f + "="):
                 found = a[len(f) + 1:]
     return found
-
-
-def field_option(info, taken: set[str], flag: str | None = None, old: tuple[str, ...] = ()) -> click.Option | None:
-    """A click option for one Config field (:class:`vlcore.config.OptionInfo`), or None when its
-    flag would clash with one of the command's own (``taken``).  ``flag``: the flag (default: the
-    field name), ``old``: hidden old spellings of it."""
-    name = info.name
-    flag = flag or "--" + name.replace("_", "-")
-    if name in taken or flag in taken:
-        return None
-    old = tuple(a for a in old if a not in taken)
-    opt = _field_option(info, name, flag, old)
-    opt.vl_aliases = old + (tuple(f"--no-{a[2:]}" for a in old) if opt.secondary_opts else ())
-    describe_default(opt)
-    return opt
-
-
-def _field_option(info, name: str, flag: str, old: tuple[str, ...]) -> click.Option:
-    from .options import ComponentOption
-
-    tp, help_ = info.type, (info.help[:1].upper() + info.help[1:]) if info.help else ""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        tp = rest[0] if len(rest) == 1 else str
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-    kw: dict[str, Any] = dict(default=info.default, show_default=True if info.default is not None else "none",
-                              help=help_, field_name=name)
-    if info.kind:
-        return ComponentOption([flag, *old, name], kind=info.kind, **kw)
-    if tp is bool:
-        return DerivedOption([f"{flag}/--no-{flag[2:]}", *[f"{a}/--no-{a[2:]}" for a in old], name], **kw)
-    if origin is typing.Literal:
-        choices = [str(a) for a in args]
-        ctype = ChoiceOrEmpty(choices) if "" in choices else click.Choice(choices)
-        return DerivedOption([flag, *old, name], type=ctype, **kw)
-    if tp in (int, float):
-        ctype = Number(tp, info.range)
-        if info.range is not None:
-            kw["help"] = f"{help_} [range: {info.range}]".strip()
-        return DerivedOption([flag, *old, name], type=ctype, metavar=ctype.name.upper(), **kw)
-    return DerivedOption([flag, *old, name], type=click.STRING, metavar="STRING", **kw)
-
-
-class Number(click.ParamType):
-    """An int or float flag that accepts only finite values in its option's range (checked when the
-    command line is parsed, before any work: a usage error, exit code 2)."""
-
-    def __init__(self, tp: type, range_=None):
-        from vlcore.config import FINITE
-
-        self.tp, self.range = tp, range_ or FINITE
-        self.name = "integer" if tp is int else "float"
-
-    def convert(self, value, param, ctx):
-        base = click.INT if self.tp is int else click.FLOAT
-        v = base.convert(value, param, ctx)
-        why = self.range.problem(v)
-        if why:
-            self.fail(why, param, ctx)
-        return v
 
 
 class VLHelpFormatter(click.HelpFormatter):
@@ -242,6 +126,8 @@ class VLCommand(click.Command):
         self._derived: dict[str, list[click.Option]] = {}
         self._static_only = False
         super().__init__(*args, **kw)
+        if component is not None:
+            self._static.insert(0, component.option())
         self._static.append(click.Option(["--config", "config"], type=click.Path(dir_okay=False), default=None,
                                         metavar="FILE.toml", is_eager=False, expose_value=True,
                                         help="Settings from a TOML file with the same keys as the flags "
@@ -278,8 +164,6 @@ class VLCommand(click.Command):
         if not self.component or not name:
             return []
         if name not in self._derived:
-            from vlcore.config import describe_options
-            from vlcore.registry import get_host
 
             try:
                 cls = get_host().get(self.component.kind, name)
@@ -340,27 +224,8 @@ class VLCommand(click.Command):
     # ---------------------------------------------------------------- parsing
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         self._note_old_spellings(ctx, args)
-        path = _peek(args, ("--config",))
-        try:
-            data, spelled = self._config_file(path)
-            if self.component:
-                flags = tuple(o for p in self._static if p.name == self.component.param for o in p.opts)
-                chosen = data.get(self.component.param)
-                if chosen is not None and not isinstance(chosen, str):
-                    raise ConfigError(wrong_type(path, spelled.get(self.component.param, self.component.param),
-                                                 chosen, self.component.flag, "a component name (a string)",
-                                                 self.component.default or "NAME"))
-                name = _peek(args, flags) or chosen or self.component.default
-                if name:
-                    from vlcore.registry import get_host
-
-                    name = str(name).strip().lower()
-                    get_host().get(self.component.kind, name)  # an unknown name fails here, with a suggestion
-                    ctx.meta["vl.component"] = name
-            if data:
-                ctx.default_map = self._defaults(ctx, data, path, spelled)
-        except VLError as exc:
-            raise click.UsageError(str(exc), ctx) from None
+        flags = tuple(o for p in self._static if self.component and p.name == self.component.param for o in p.opts)
+        self._prepare(ctx, _peek(args, flags) if flags else None, _peek(args, ("--config",)))
         try:
             rest = super().parse_args(ctx, args)
         except click.NoSuchOption as exc:
@@ -368,6 +233,42 @@ class VLCommand(click.Command):
         if not ctx.resilient_parsing:
             check_given_values(ctx, self.get_params(ctx))
         return rest
+
+    def context_for(self, given: dict[str, Any], info_name: str) -> click.Context:
+        """The context this command runs in with the parameter values ``given`` (parameter name -> the
+        text of its value, a list of them for a repeatable option, a bool for a flag), made as parsing
+        a command line that gives them makes it, with no command line: `vl run` runs its stages so.
+        A bad value is a usage error, as on the command line."""
+        ctx = self.context_class(self, info_name=info_name, **self.context_settings)
+        with ctx.scope(cleanup=False):
+            named = given.get(self.component.param) if self.component else None
+            self._prepare(ctx, str(named) if named is not None else None, given.get("config"))
+            params = self.get_params(ctx)
+            for p in click.core.iter_params_for_processing([], params):
+                p.handle_parse_result(ctx, dict(given), [])
+            check_given_values(ctx, params)
+        return ctx
+
+    def _prepare(self, ctx: click.Context, named: str | None, path: str | None) -> None:
+        """Before the values are read: the --config file ``path`` as the defaults, and the component
+        the command runs (``named`` on the command line, else the file's, else the default)."""
+        try:
+            data, spelled = self._config_file(path)
+            if self.component:
+                chosen = data.get(self.component.param)
+                if chosen is not None and not isinstance(chosen, str):
+                    raise ConfigError(wrong_type(path, spelled.get(self.component.param, self.component.param),
+                                                 chosen, self.component.flag, "a component name (a string)",
+                                                 self.component.default or "NAME"))
+                name = named or chosen or self.component.default
+                if name:
+                    name = str(name).strip().lower()
+                    get_host().get(self.component.kind, name)  # an unknown name fails here, with a suggestion
+                    ctx.meta["vl.component"] = name
+            if data:
+                ctx.default_map = self._defaults(ctx, data, path, spelled)
+        except VLError as exc:
+            raise click.UsageError(str(exc), ctx) from None
 
     def _note_old_spellings(self, ctx: click.Context, args: list[str]) -> None:
         """Name the new spelling of every old one used (they work for one more release); an option given
@@ -390,8 +291,6 @@ class VLCommand(click.Command):
         (``Unknown option 'space' for selector 'random'. Valid options: ...``)."""
         name = self.component_name(ctx)
         if self.component and name and exc.option_name.startswith("--"):
-            from vlcore.registry import get_host
-
             key = exc.option_name[2:].split("=", 1)[0].replace("-", "_")
             if key.startswith("no_"):
                 key = key[3:]
@@ -408,8 +307,6 @@ class VLCommand(click.Command):
         the file spells it."""
         if not path:
             return {}, {}
-        from vlcore import tomlfile
-
         data = tomlfile.load(path)
         bad = [k for k, v in data.items() if isinstance(v, dict)]
         if bad:
@@ -433,151 +330,6 @@ class VLCommand(click.Command):
 
 
 # ---------------------------------------------------------------- value checks
-def _shown(value: Any) -> str:
-    """``value`` as TOML writes it (for messages)."""
-    from vlcore import tomlfile
-
-    try:
-        text = tomlfile._value(value)
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:28] + "..." + text[-28:]
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a fraction" if math.isfinite(value) and not value.is_integer() else "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a {type(value).__name__}"
-
-
-def wrong_type(path: str | None, key: str, value: Any, flag: str, expected: str, example: Any) -> str:
-    """The message of a --config value of the wrong type: the file, the key, the value, what it takes."""
-    where = f"The --config file {path}" if path else "The --config file"
-    return (f"{where}: '{key} = {_shown(value)}' is {_kind(value)}, but {flag} takes {expected}. Fix the value in "
-            f"the file, e.g. {key} = {_shown(example)}.")
-
-
-def _expects(p: click.Parameter) -> tuple[str, Any] | None:
-    """(what a --config value of parameter ``p`` must be, an example), None: any value."""
-    t = p.type
-    default = None if type(p.default).__name__ == "Sentinel" or callable(p.default) else p.default
-    if isinstance(t, click.types.BoolParamType):
-        return "true or false", default if isinstance(default, bool) else True
-    if isinstance(t, click.types.IntParamType) or (isinstance(t, Number) and t.tp is int):
-        ok = isinstance(default, int) and not isinstance(default, bool)
-        return "an integer (no fraction, not true/false)", default if ok else 8
-    if isinstance(t, click.types.FloatParamType) or (isinstance(t, Number) and t.tp is float):
-        ok = isinstance(default, (int, float)) and not isinstance(default, bool)
-        return "a number (not true/false)", default if ok else 0.5
-    from .options import ComponentOption, installed
-
-    if isinstance(p, ComponentOption):
-        names = installed(p.component_kind)
-        example = default if isinstance(default, str) else (names[0] if names else "NAME")
-        return "a component name (a string)", example
-    if isinstance(t, (click.types.StringParamType, click.Path, click.Choice)):
-        if isinstance(t, click.Choice):
-            return f"one of {', '.join(map(str, t.choices))} (a string)", str(default or t.choices[0])
-        meta = p.metavar if isinstance(p, click.Option) and p.metavar and p.metavar.isupper() else None
-        return "a string (in quotes)", default if isinstance(default, str) else (meta or "text")
-    return None
-
-
-def toml_value(p: click.Parameter, key: str, value: Any, path: str | None = None) -> Any:
-    """The value of ``key`` of a --config file for parameter ``p``, of the type the flag takes (an
-    integer given as 8.0 becomes 8); ConfigError naming the file, key, value and the type otherwise.
-    No silent coercion: ``true`` is not 1, ``1.7`` is not 1; an integer is fine for a float."""
-    flag = "--" + flag_key(p)
-    if p.multiple:
-        items = list(value) if isinstance(value, (list, tuple)) else [value]  # one value: a one-item list
-        return [_toml_scalar(p, key, v, path, flag, value) for v in items]
-    return _toml_scalar(p, key, value, path, flag, value)
-
-
-def _toml_scalar(p: click.Parameter, key: str, value: Any, path: str | None, flag: str, whole: Any) -> Any:
-    want = _expects(p)
-    if want is None:
-        return value
-    expected, example = want
-    if p.multiple:
-        expected, example = f"a list whose items are each {expected}", [example]
-    t = p.type
-    ok = False
-    if isinstance(t, click.types.BoolParamType):
-        ok = isinstance(value, bool)
-    elif isinstance(t, click.types.IntParamType) or (isinstance(t, Number) and t.tp is int):
-        if isinstance(value, float) and not isinstance(value, bool) and math.isfinite(value) and value.is_integer():
-            value = int(value)
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(t, click.types.FloatParamType) or (isinstance(t, Number) and t.tp is float):
-        if isinstance(value, int) and not isinstance(value, bool):
-            try:
-                value = float(value)
-            except OverflowError:
-                raise ConfigError(f"The --config file {path or ''}: '{key} = {_shown(whole)}' is too large for {flag}, "
-                                  f"which takes a finite number (at most {sys.float_info.max:.3g}). Fix the value "
-                                  f"in the file.") from None
-        ok = isinstance(value, float)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ConfigError(wrong_type(path, key, whole, flag, expected, example))
-    return value
-
-
-def _not_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def check_given_values(ctx: click.Context, params) -> None:
-    """Checks every parsed value gets, whichever option it came from (a usage error, exit 2):
-
-    * a number of a plain click type fits its range: 64-bit integers and finite floats, and the shared
-      range of its name (``--seed``: [0, 2**63 - 1]; :data:`vlcore.config.SHARED_RANGES`);
-    * text (a path, a name) is valid UTF-8: vl writes the paths and names it uses into its records
-      (meta.json, config.toml: UTF-8 text) and prints them, so a file name of other bytes (e.g.
-      ``b'out\\xff'``, arriving as a surrogate escape) is refused before any work rather than failing
-      after it.
-    """
-    from vlcore.config import FINITE, SHARED_RANGES, Range
-
-    for p in params:
-        if not p.name or p.name not in ctx.params:
-            continue
-        v = ctx.params[p.name]
-        for x in (v if isinstance(v, (list, tuple)) else (v,)):
-            if isinstance(x, str) and _not_utf8(x):
-                try:
-                    shown = os.fsencode(x)  # the bytes the command line had
-                except UnicodeEncodeError:
-                    shown = x.encode("utf-8", "backslashreplace")
-                raise click.BadParameter(
-                    f"the name {shown!r} is not valid UTF-8. vl records the paths and names it uses in UTF-8 "
-                    f"files (meta.json, config.toml) and prints them, so it takes only UTF-8 names: choose another "
-                    f"name (an existing file or folder: rename it, e.g. with mv).", ctx=ctx, param=p)
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or isinstance(p.type, Number):
-                continue
-            if isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType)):
-                r = SHARED_RANGES.get(p.name, FINITE) if isinstance(x, int) else FINITE
-                if isinstance(p.type, (click.IntRange, click.FloatRange)):  # their own bounds
-                    r = Range(p.type.min, p.type.max, p.type.min_open, p.type.max_open)
-                why = r.problem(x)
-                if why:
-                    raise click.BadParameter(why, ctx=ctx, param=p)
 
 
 def _peek_component(cmd: "VLCommand", args: list[str]) -> str | None:
@@ -588,56 +340,21 @@ def _peek_component(cmd: "VLCommand", args: list[str]) -> str | None:
     return str(name).strip().lower() if name else None
 
 
-def dataclass_options(cls: type, *, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None,
-                      rename: dict[str, str] | None = None, only: tuple[str, ...] | None = None):
-    """A decorator adding one flag per field of the dataclass ``cls`` (its settings written once,
-    in ``cls``); the callback receives them by field name, None when not given.  ``defaults``
-    overrides the default shown for a field; ``rename`` gives a field another flag (its plain
-    spelling stays a hidden alias); ``only`` keeps just those fields."""
-    from vlcore.config import describe_options
-
-    def deco(f):
-        for info in reversed(describe_options(cls)):
-            if info.name in exclude or (only is not None and info.name not in only):
-                continue
-            if defaults and info.name in defaults:
-                info = dataclasses.replace(info, default=defaults[info.name])
-            plain = "--" + info.name.replace("_", "-")
-            new = (rename or {}).get(info.name)
-            opt = field_option(info, set(), new, (plain,) if new else ())
-            f.__click_params__ = [*getattr(f, "__click_params__", []), opt]
-        name_flags([p for p in f.__click_params__ if isinstance(p, DerivedOption)])
-        return f
-    return deco
-
-
-def was_given(ctx: click.Context, name: str) -> bool:
-    """Whether the user set parameter ``name`` (on the command line, in --config or the environment)."""
-    src = ctx.get_parameter_source(name)
-    return src is not None and src not in (click.core.ParameterSource.DEFAULT,)
-
-
-def given(ctx: click.Context, kw: dict, cls: type) -> dict[str, Any]:
-    """Pop the fields of dataclass ``cls`` (flags of :func:`dataclass_options`) from a callback's
-    ``kw``; return those the user set."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    values = {n: kw.pop(n) for n in names if n in kw}
-    return {n: v for n, v in values.items() if was_given(ctx, n)}
-
-
-def component_values(ctx: click.Context) -> dict[str, Any]:
-    """The derived component flags the user set (on the command line or in --config), by field name."""
+def component_values(ctx: click.Context, kw: dict | None = None) -> dict[str, Any]:
+    """The derived component flags the user set (on the command line or in --config), by field name;
+    ``kw``: a callback's keyword arguments, from which the derived flags are popped."""
     cmd = ctx.command
     if not isinstance(cmd, VLCommand):
         return {}
-    return {p.field_name: ctx.params[p.name] for p in cmd.derived(cmd.component_name(ctx)) if was_given(ctx, p.name)}
+    derived = cmd.derived(cmd.component_name(ctx))
+    for p in derived if kw is not None else ():
+        kw.pop(p.name, None)
+    return {p.field_name: ctx.params[p.name] for p in derived if was_given(ctx, p.name)}
 
 
 def save_config(ctx: click.Context, out: str | Path, resolved: dict[str, Any] | None = None) -> Path:
     """Write the command's settings, as ``--config`` reads them, to ``OUT/config.toml``: the values
     of its flags (``resolved`` overrides them with what the run actually used)."""
-    from vlcore import tomlfile
-    from vlcore.io import atomic_path
 
     values: dict[str, Any] = {}
     cmd = ctx.command

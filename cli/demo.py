@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from vlcore.experiment import load, override
+from vlcore.artifacts.experiment import load, override
 
 from .app import cli
 from .common import LEGEND

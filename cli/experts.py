@@ -6,14 +6,21 @@ from pathlib import Path
 
 import click
 
-from vlcore.errors import ConfigError
-from vlcore.trajectories import ExpertConfig
+from vlcore.artifacts.io import atomic_path
+from vlcore.artifacts.tomlfile import dumps
+from vlcore.core.errors import ConfigError
+from vlcore.requests import ExpertsRequest
+from vlcore.training import distributed
+from vlcore.training.buffer import Buffer
+from vlcore.training.experts import ExpertConfig
+from vlcore.training.shortcut import derive_shortcut_buffer
 
 from .app import cli
-from .command import dataclass_options, given, save_config
-from .common import BARS, claim_out, dataset_info, load_split_data
-from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, handle_errors, model_options,
-                      overwrite_option, resolve_device, spec_values)
+from .command import save_config
+from .common import BARS, claim_out, hold
+from .options import (choices_given, dataset_options, device_option, handle_errors, model_options, overwrite_option,
+                      report)
+from .params import dataclass_options, flag_key, given, was_given
 
 
 @cli.command("experts")
@@ -52,33 +59,18 @@ def experts_cmd(workers, resume, overwrite, out, device, config, shortcut, sourc
     index.json and checksums, recording that it is BUFFER's shortcut) whose experts hold epochs
     0..K on their shortcut trajectories (PTM-ST); --resume continues an interrupted derivation.
     """
-    from vlcore import distributed
-    from vlcore.trajectories import train_experts
-
     ctx = click.get_current_context()
     if shortcut is not None or source is not None:
         return _shortcut(ctx, shortcut, source, out, resume, overwrite)
-    ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
-    if workers > 1 and distributed.launched():
-        raise ConfigError("--workers starts local processes, and torchrun has already started this one as a rank: "
-                          "use one of them (torchrun --nproc-per-node N, or --workers N without torchrun).")
-    device = resolve_device(device, distributed=True)
-    spec = model_opts.spec()
-    cfg = ExpertConfig(**given(ctx, kw, ExpertConfig)).resolved(spec)
-    cfg.check("vl experts")
-    out = out or str(Path("runs") / f"buffer-{ds.dataset}-{spec.encoder}")
-    folder = claim_out(out, "experts", resume=resume, overwrite=overwrite)
-    data = load_split_data(ds, "train", spec)
-    folder.prepare()
-    t0 = time.time()
-    buf = train_experts(spec, data, cfg, out, dataset_info=dataset_info(ds, data), device=device, workers=workers,
-                        progress=BARS)
-    if not distributed.is_main():
+    ds, model = choices_given(ctx, kw)
+    result = ExpertsRequest(ds, model, given(ctx, kw, ExpertConfig), workers, resume, overwrite, out,
+                            device).run(report(), hold())
+    if result.made is None:  # rank 0 reports
         return
-    save_config(ctx, out, {**spec_values(spec), **cfg.__dict__})
-    n = buf.index["num_params"]
-    click.echo(f"buffer {out}: {buf.num_experts} experts x {cfg.epochs + 1} snapshots; matched parameters: "
-               f"image {n['img']:,}, text {n['txt']:,} ({time.time() - t0:.0f} s)")
+    save_config(ctx, result.out, result.settings)
+    buf, n = result.made, result.made.index["num_params"]
+    click.echo(f"buffer {result.out}: {buf.num_experts} experts x {result.facts['epochs'] + 1} snapshots; matched "
+               f"parameters: image {n['img']:,}, text {n['txt']:,} ({result.seconds:.0f} s)")
 
 
 #: the parameters of `vl experts` that a shortcut derivation uses (every other one trains experts)
@@ -87,14 +79,7 @@ SHORTCUT_PARAMS = {"shortcut", "source", "out", "resume", "overwrite", "config"}
 
 def _shortcut(ctx: click.Context, k: int | None, source: str | None, out: str | None, resume: bool,
               overwrite: bool) -> None:
-    """``vl experts --shortcut K --from BUFFER``: derive the shortcut buffer (vlcore.shortcut)."""
-    from vlcore import distributed
-    from vlcore.io import atomic_path
-    from vlcore.shortcut import derive_shortcut_buffer
-    from vlcore.tomlfile import dumps
-    from vlcore.trajectories import Buffer
-
-    from .command import flag_key, was_given
+    """``vl experts --shortcut K --from BUFFER``: derive the shortcut buffer (vlcore.training.shortcut)."""
 
     if k is None or source is None:
         raise ConfigError("--shortcut K and --from BUFFER go together: the shortcut buffer is derived from the "

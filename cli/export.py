@@ -5,7 +5,10 @@ from pathlib import Path
 
 import click
 
-from vlcore.errors import VLError
+from vlcore.core.errors import VLError
+from vlcore.core.registry import get_host
+from vlcore.data.export import export_hf
+from vlcore.data.pairset import PairSet
 
 from .app import cli
 from .common import claim_out
@@ -28,9 +31,6 @@ def export_cmd(pairset, out, fmt, overwrite, config):
     numbers (run `vl eval PAIRSET --eval-split test` first to have them).  `vl eval OUT` gives the
     same numbers as `vl eval PAIRSET`; online, push it with `datasets.load_from_disk(OUT).push_to_hub(REPO)`.
     """
-    from vlcore.export import export_hf
-    from vlcore.pairset import PairSet
-    from vlcore.registry import get_host
 
     out = Path(out)
     method = PairSet.load(pairset).meta.get("method", "")  # a damaged or missing set fails before OUT is touched

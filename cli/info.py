@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from vlcore.kinds import normalise_kind, spellings
-from vlcore.registry import get_host
+from vlcore.core.config import describe_options
+from vlcore.core.kinds import KINDS, normalise_kind, spellings
+from vlcore.core.registry import get_host
 
 from .app import cli
 from .texts import print_json
@@ -42,8 +43,6 @@ def list_cmd(kind, as_json, config=None):
     KIND: image_encoders, text_encoders, datasets, distillers, selectors, evaluators, unroll_backends,
     loggers (singular forms accepted).
     """
-    from vlcore.config import describe_options
-    from vlcore.kinds import KINDS
 
     host = get_host()
     if kind is None:

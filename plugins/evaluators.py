@@ -9,11 +9,11 @@ import torch
 
 from vlcore import hookimpl
 from vlcore.components import EvalContext, Evaluator
-from vlcore.config import MAX_LR, ranged
-from vlcore.errors import ConfigError, DivergedError
-from vlcore.metrics import aggregate, mean_curve, recall_curve, recall_from_ranks, retrieval_ranks
-from vlcore.pipeline import PairData, build_backbone, build_model, features_for
-from vlcore.train import SGDConfig, embed_split, param_groups, train_model
+from vlcore.core.config import MAX_LR, ranged
+from vlcore.core.errors import ConfigError, DivergedError
+from vlcore.data.pipeline import PairData, build_backbone, build_model, features_for
+from vlcore.model.metrics import aggregate, mean_curve, recall_curve, recall_from_ranks, retrieval_ranks
+from vlcore.training.train import SGDConfig, embed_split, param_groups, train_model
 
 log = logging.getLogger(__name__)
 

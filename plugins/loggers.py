@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from vlcore import hookimpl
-from vlcore.errors import ConfigError, VLError
-from vlcore.loggers import Logger, LogRun
+from vlcore.artifacts.io import note_written, write_text
+from vlcore.artifacts.loggers import LogRun, Logger
+from vlcore.core.errors import ConfigError, VLError
 
 
 def _need(module: str, extra: str, logger: str):
@@ -39,7 +40,7 @@ def _artifact_names(own: str) -> tuple[str, ...]:
     """fnmatch patterns of the names the artifacts of vl write in their folder, ``own`` (the
     logger's own default) excepted: a logger must not write over them."""
     try:
-        from vlcore.outdir import COMMON, KINDS
+        from vlcore.artifacts.outdir import COMMON, KINDS
     except ImportError:  # pragma: no cover
         return ()
     return tuple(p for _, names in KINDS.values() for p in names if p != own) + tuple(COMMON)
@@ -93,8 +94,6 @@ def inside(run: LogRun, rel: str, logger: str, option: str | None = None) -> Pat
 def _note_written(path: Path) -> None:
     """Record in the run folder's record of vl's files that ``path`` is about to be written (a file
     written other than atomically: the appended log), so the folder's commands know it is vl's."""
-    from vlcore.io import note_written
-
     note_written(path)
 
 
@@ -149,7 +148,7 @@ class JsonlLogger(Logger):
 
 
 def jsonl_file(loggers, out) -> Path:
-    """The file the ``jsonl`` logger of ``loggers`` (a :class:`vlcore.loggers.Loggers`, or a list of
+    """The file the ``jsonl`` logger of ``loggers`` (a :class:`vlcore.artifacts.loggers.Loggers`, or a list of
     loggers) writes for the run folder ``out``: what a command's summary names."""
     for lg in getattr(loggers, "loggers", loggers) or ():
         if isinstance(lg, JsonlLogger):
@@ -240,7 +239,6 @@ class WandbLogger(Logger):
         self.run = wandb.init(project=c.project or os.environ.get("WANDB_PROJECT") or "vlcore", entity=c.entity,
                               name=run.name, dir=str(run.out), config=run.config, mode=mode, id=run_id,
                               resume="allow")
-        from vlcore.io import write_text
 
         write_text(id_file, run_id + "\n")  # atomic, and recorded as vl's
         self._wandb_dir = run.out / "wandb"

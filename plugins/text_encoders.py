@@ -20,10 +20,10 @@ from typing import Iterator, Sequence
 import torch
 
 from vlcore import hookimpl
-from vlcore.hub import hub_offline, hub_reachable
-from vlcore.errors import WeightsError
-from vlcore.progress import NULL, Progress
-from vlcore.text import TextEncoder
+from vlcore.artifacts.hub import hub_offline, hub_reachable
+from vlcore.core.errors import WeightsError
+from vlcore.core.progress import NULL, Progress
+from vlcore.model.text import TextEncoder
 
 log = logging.getLogger(__name__)
 

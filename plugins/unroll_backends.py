@@ -29,8 +29,8 @@ from typing import Literal, Sequence
 import torch
 
 from vlcore import hookimpl
-from vlcore.errors import VLError
-from vlcore.unroll import FuncBackend, Unroll, UnrollBackend, UnrollResult
+from vlcore.core.errors import VLError
+from vlcore.distill.unroll import FuncBackend, Unroll, UnrollBackend, UnrollResult
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

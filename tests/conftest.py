@@ -18,6 +18,41 @@ def _isolated_cache(tmp_path_factory):
         os.environ["VL_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="module")
+def host():
+    """A plugin host with the installed plugins, one per test module (a module may define its own)."""
+    from vlcore.core.registry import PluginHost
+
+    return PluginHost()
+
+
+@pytest.fixture(scope="module")
+def data(request, host):
+    """``(train, dev)`` pair data of the ``embedded`` dataset (40 and 20 scenes) for the model
+    ``SPEC`` of the test module (a module may define its own ``data``)."""
+    from vlcore.testing.runs import embedded_splits
+
+    return embedded_splits(request.module.SPEC, host)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No test may wait on the network: the Hugging Face hub offline
+    (``pytestmark = pytest.mark.usefixtures("offline")``)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def flickr8k_dir():
     if not (SHARED_DATA / "Flickr8k.token.txt").exists():

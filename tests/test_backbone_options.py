@@ -8,18 +8,13 @@ import json
 import pytest
 import torch
 
-from vlcore.model import ModelSpec
-from vlcore.pipeline import build_model
+from vlcore.data.pipeline import build_model
+from vlcore.model.encoder import ModelSpec
+from vlcore.testing.runs import TINY_DATA_ARGS as TINY
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def rel(a, b) -> float:
@@ -51,7 +46,9 @@ def test_off_by_default_and_recorded_only_when_on():
 
 
 def test_flags_make_the_spec():
-    from vlcore.cli.options import ModelOptions, spec_values
+    from vlcore.choices import ModelChoice as ModelOptions
+
+    spec_values = ModelOptions.of
 
     s = ModelOptions(encoder="convnet", image_size=16).spec()
     assert (s.channels_last, s.backbone_autocast) == (False, "none")
@@ -122,7 +119,7 @@ def test_distillation_runs_the_synthetic_images_through_the_options(tmp_path, mo
     record and inherit them."""
     from click.testing import CliRunner
 
-    import vlcore.model as vm
+    import vlcore.model.encoder as vm
     from vlcore.cli.main import cli
 
     calls = []

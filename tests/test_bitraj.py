@@ -5,37 +5,22 @@ import math
 import pytest
 import torch
 
-from vlcore.checkpoint import read_state
+from vlcore.artifacts.checkpoint import read_state
 from vlcore.components import DistillContext
-from vlcore.errors import IncompatibleError
-from vlcore.model import ModelSpec
-from vlcore.pairset import PairSet
-from vlcore.pipeline import build_dataset, build_text_encoder, split_data
+from vlcore.core.errors import IncompatibleError
+from vlcore.data.pairset import PairSet
+from vlcore.distill.contract import PeriodicEval, StepResult
+from vlcore.distill.recipe import NonFiniteError, run
+from vlcore.model.encoder import ModelSpec
 from vlcore.plugins.distillers.bitraj import BiTrajectory
-from vlcore.recipe import NonFiniteError, StepResult
-from vlcore.registry import PluginHost
-from vlcore.trajectories import ExpertConfig, train_experts
+from vlcore.testing.runs import CONVNET_SPEC as SPEC, embedded_buffer, interrupted
+from vlcore.training.experts import ExpertConfig, train_experts
 
-SPEC = ModelSpec(encoder="convnet", encoder_options={"width": 8, "depth": 2}, image_size=16, trainable="full")
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
-
-
-@pytest.fixture(scope="module")
-def data(host):
-    ds = build_dataset("embedded", options={"num_train": 40, "num_dev": 20, "image_size": 32}, host=host)
-    te = build_text_encoder(SPEC, host)
-    return split_data(ds.split("train"), SPEC, te), split_data(ds.split("dev"), SPEC, te)
 
 
 @pytest.fixture(scope="module")
 def buffer(tmp_path_factory, data):
-    out = tmp_path_factory.mktemp("buf") / "buffer"
-    cfg = ExpertConfig(num_experts=2, epochs=3, batch_size=32)
-    return train_experts(SPEC, data[0], cfg, out, dataset_info={"name": "embedded", "fingerprint": "x"})
+    return embedded_buffer(SPEC, data[0], tmp_path_factory.mktemp("buf") / "buffer")
 
 
 def options(**opts):
@@ -51,17 +36,6 @@ def make(host, **opts):
 
 def ctx(buffer, data, out, host, **kw):
     return DistillContext(spec=SPEC, buffer=buffer, train=data[0], out=out, host=host, **kw)
-
-
-class Interrupted(BiTrajectory):
-    """bitraj (the same method, so its checkpoint resumes as bitraj), interrupted (Ctrl-C) during its
-    5th outer iteration."""
-
-    def step(self, ctx, state):
-        self.calls = getattr(self, "calls", 0) + 1
-        if self.calls == 5:
-            raise KeyboardInterrupt
-        return super().step(ctx, state)
 
 
 class SometimesNaN(BiTrajectory):
@@ -93,7 +67,7 @@ def test_buffer_layout_and_resume(buffer, data, tmp_path):
 
 def test_distill_outputs_artifact(buffer, data, tmp_path, host):
     out = tmp_path / "ps"
-    ps = make(host).distill(ctx(buffer, data, out, host, eval_data=data[1], eval_options={"seeds": 1, "epochs": 2}))
+    ps = run(make(host), ctx(buffer, data, out, host, eval_data=data[1], eval_options=PeriodicEval(seeds=1, epochs=2)))
     loaded = PairSet.load(out)
     assert len(loaded) == 8 and loaded.images.shape == (8, 3, 16, 16) and loaded.text.shape[1] == 384
     assert loaded.meta["kind"] == "distilled" and loaded.meta["config"]["syn_steps"] == 3
@@ -105,11 +79,11 @@ def test_distill_outputs_artifact(buffer, data, tmp_path, host):
 
 
 def test_resume_reaches_the_same_result(buffer, data, tmp_path, host):
-    full = make(host).distill(ctx(buffer, data, tmp_path / "a", host))
+    full = run(make(host), ctx(buffer, data, tmp_path / "a", host))
     with pytest.raises(KeyboardInterrupt):
-        Interrupted(BiTrajectory.Config(**options())).distill(ctx(buffer, data, tmp_path / "b", host))
+        run(interrupted(BiTrajectory, 5)(BiTrajectory.Config(**options())), ctx(buffer, data, tmp_path / "b", host))
     assert read_state(tmp_path / "b" / "checkpoint.safetensors")[0]["iteration"] == 4
-    resumed = make(host).distill(ctx(buffer, data, tmp_path / "b", host, resume=True))
+    resumed = run(make(host), ctx(buffer, data, tmp_path / "b", host, resume=True))
     torch.testing.assert_close(resumed.images, full.images, rtol=0, atol=0)
     torch.testing.assert_close(resumed.text, full.text, rtol=0, atol=0)
     assert resumed.lr_img == full.lr_img and resumed.lr_txt == full.lr_txt
@@ -118,7 +92,7 @@ def test_resume_reaches_the_same_result(buffer, data, tmp_path, host):
 def test_non_finite_iterations_are_skipped_then_stop(buffer, data, tmp_path, host):
     d = SometimesNaN(BiTrajectory.Config(**options(iterations=20, max_failures=3)))
     with pytest.raises(NonFiniteError, match="last good set saved"):
-        d.distill(ctx(buffer, data, tmp_path / "n", host))
+        run(d, ctx(buffer, data, tmp_path / "n", host))
     saved = PairSet.load(tmp_path / "n")
     assert torch.isfinite(saved.images).all() and torch.isfinite(saved.text).all()
     assert math.isfinite(saved.lr_img)
@@ -135,13 +109,13 @@ def test_buffer_mismatch_is_refused(buffer, data, tmp_path, host):
 
 
 def test_one_modality_only_keeps_the_other_real(buffer, data, tmp_path, host):
-    ps = make(host, distill_text=False, iterations=2).distill(ctx(buffer, data, tmp_path / "i", host))
+    ps = run(make(host, distill_text=False, iterations=2), ctx(buffer, data, tmp_path / "i", host))
     idx = [data[0].captions.index(c) for c in ps.captions]  # real text: nearest caption is itself
     torch.testing.assert_close(ps.text, data[0].text[idx])
 
 
 def test_start_epoch_bounds_checked(buffer, data, tmp_path, host):
-    from vlcore.errors import ConfigError
+    from vlcore.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="at least 4 epochs"):
-        make(host, max_start_epoch=3, expert_epochs=2).distill(ctx(buffer, data, tmp_path / "x", host))
+        run(make(host, max_start_epoch=3, expert_epochs=2), ctx(buffer, data, tmp_path / "x", host))

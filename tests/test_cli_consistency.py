@@ -12,7 +12,7 @@ import pytest
 
 from vlcore.cli.command import VLCommand, aliases
 from vlcore.cli.main import cli
-from vlcore.registry import get_host
+from vlcore.core.registry import get_host
 from vlcore.testing.cli import invoke_vl as vl
 
 TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",

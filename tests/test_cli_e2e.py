@@ -4,11 +4,10 @@ import json
 
 import pytest
 
-from vlcore.pairset import PairSet
+from vlcore.data.pairset import PairSet
 from vlcore.testing.cli import run_vl
+from vlcore.testing.runs import TINY_DATA_ARGS as TINY
 
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
 KEYS = ["tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10"]
 
 

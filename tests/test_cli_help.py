@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from vlcore import hookimpl
 from vlcore.cli.main import cli
-from vlcore.cli.options import ComponentOption
+from vlcore.cli.params import ComponentOption
 from vlcore.components import Selector
-from vlcore.registry import KINDS, PluginHost, get_host
+from vlcore.core.registry import KINDS, PluginHost, get_host
 from vlcore.testing.cli import run_vl
 from vlcore.testing.components import TinyImageEncoder
 from vlcore.testing.host import use_host

@@ -3,8 +3,8 @@ from typing import Literal
 
 import pytest
 
-from vlcore.config import build_config
-from vlcore.errors import ConfigError
+from vlcore.core.config import build_config
+from vlcore.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

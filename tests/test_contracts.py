@@ -16,12 +16,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vlcore.components import Selector
-from vlcore.errors import WeightsError
-from vlcore.model import ImageEncoder
-from vlcore.registry import KINDS, PluginHost
+from vlcore.core.errors import WeightsError
+from vlcore.core.registry import KINDS, PluginHost
+from vlcore.model.encoder import ImageEncoder
 from vlcore.testing import contracts as C
-from vlcore.testing.components import HashedTextEncoder, TinyImageEncoder
+from vlcore.testing.components import FirstPairs, HashedTextEncoder, TinyImageEncoder
 
 HOST = PluginHost()
 PARAMS = [pytest.param(kind, name, id=f"{kind}-{name}") for kind in KINDS for name in HOST.names(kind)]
@@ -188,29 +187,8 @@ def test_test_components_pass_their_contracts():
 
 
 # ------------------------------------------------------------------------- the checks catch mistakes
-class GoodSelector(Selector):
-    """First pairs of distinct images."""
-
-    name = "first"
-
-    @dataclass(frozen=True)
-    class Config:
-        unique_images: bool = True
-
-    def select(self, ctx):
-        from vlcore.errors import ConfigError
-
-        budget = ctx.budget
-        if budget > ctx.train.num_images:
-            raise ConfigError("too many")
-        first = {}
-        for p, i in enumerate(ctx.train.pair_image.tolist()):
-            first.setdefault(i, p)
-        return list(first.values())[:budget]
-
-
 def test_a_correct_selector_passes():
-    C.check_selector(GoodSelector)
+    C.check_selector(FirstPairs)
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -229,7 +207,7 @@ def test_a_correct_selector_passes():
                          torch.randperm(ctx.train.num_images)[:ctx.budget] * 2), "same seed"),
 ])
 def test_selector_mistakes_are_caught(mutate, message):
-    Broken = type("Broken", (GoodSelector,), {"__doc__": "Broken.", "name": "broken"})
+    Broken = type("Broken", (FirstPairs,), {"__doc__": "Broken.", "name": "broken"})
     mutate(Broken)
     with pytest.raises(C.ContractError, match=message):
         C.check_selector(Broken)
@@ -276,7 +254,7 @@ def test_image_encoder_mistakes_are_caught():
 
         name = "not-an-encoder"
 
-    with pytest.raises(C.ContractError, match="must subclass vlcore.model.ImageEncoder"):
+    with pytest.raises(C.ContractError, match="must subclass vlcore.model.encoder.ImageEncoder"):
         C.check_image_encoder(NotAnEncoder)
 
 

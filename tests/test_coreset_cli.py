@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from vlcore.cli.main import cli
-from vlcore.pairset import PairSet
+from vlcore.data.pairset import PairSet
+from vlcore.testing.cli import invoke_vl as vl
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -28,13 +27,6 @@ def cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _cache(cache, monkeypatch):
     monkeypatch.setenv("VL_CACHE_DIR", str(cache))
-
-
-def vl(*args, ok=True):
-    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
 
 
 def check_artifact(out: Path, method: str, budget: int, seed: int, *, image_size: int, unique=True) -> PairSet:

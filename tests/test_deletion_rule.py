@@ -1,6 +1,6 @@
 """vl deletes only what it recorded writing (issue: nothing a user made is ever deleted).
 
-Every command claims its output folder through :class:`vlcore.outdir.OutputFolder`, `vl export`
+Every command claims its output folder through :class:`vlcore.artifacts.outdir.OutputFolder`, `vl export`
 included; ``--overwrite`` deletes the files the folder's record (``.vl-files.jsonl``) lists and the
 folders that held them once empty, never a file no record lists, never through a link.
 """
@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from vlcore.io import RECORD_NAME
-from vlcore.outdir import OutputFolder, describe
-from vlcore.testing.cli import invoke_vl
-
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
-
+from vlcore.artifacts.io import RECORD_NAME
+from vlcore.artifacts.outdir import OutputFolder, describe
+from vlcore.testing.cli import invoke_vl, refused_cleanly
+from vlcore.testing.runs import TINY_DATA_ARGS as TINY
+from vlcore.testing.runs import TINY_MODEL_ARGS as MODEL
 
 def tree(root: Path) -> dict[str, bytes | str]:
     """Every entry under ``root`` (links as their target, files as their bytes)."""
@@ -48,12 +45,7 @@ def fresh(coreset: Path, ws: Path, name: str = "cs") -> Path:
 
 def refused(argv, ws: Path, *expected: str, code: int = 2) -> None:
     before = tree(ws)
-    res = invoke_vl(*argv, ok=False)
-    text = " ".join(res.output.split())
-    assert res.exit_code == code, res.output
-    assert "Traceback" not in res.output
-    for e in expected:
-        assert e in text, (e, res.output)
+    refused_cleanly(invoke_vl(*argv, ok=False), code, expected)
     assert tree(ws) == before  # nothing deleted, changed or created
 
 

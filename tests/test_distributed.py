@@ -15,10 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from vlcore.testing.cli import run_vl, vl_command
+from vlcore.testing.runs import TINY_DATA_ARGS as TINY
+from vlcore.testing.runs import TINY_MODEL_ARGS as MODEL
 
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
 EXPERTS = ["experts", *TINY, *MODEL, "--num-experts", "3", "--train-epochs", "2", "--batch-size", "16", "--seed", "3"]
 DISTILL = ["distill", *TINY, "--pairs", "4", "--iterations", "3", "--syn-steps", "2", "--expert-epochs", "1",
            "--max-start-epoch", "1", "--no-eval", "--seed", "5"]

@@ -1,4 +1,4 @@
-"""The plugin docs stay true: docs/hooks.md documents every hook of vlcore/hookspecs.py with its
+"""The plugin docs stay true: docs/hooks.md documents every hook of vlcore/core/hookspecs.py with its
 signature, and the tutorial docs/writing-plugins.md, taken literally, makes a working plugin."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vlcore import hookspecs
+from vlcore.core import hookspecs
 from vlcore.testing import contracts
 from vlcore.testing.cli import run_vl
 

@@ -6,32 +6,17 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from vlcore.config import build_config
-from vlcore.errors import WeightsError
-from vlcore.progress import Progress, Task
-from vlcore.registry import PluginHost
+from flickr8k_photos import DOG_PHOTOS, IMAGENET_DOGS, photo
+from vlcore.core.config import build_config
+from vlcore.core.errors import WeightsError
+from vlcore.core.progress import Progress, Task
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-DATA = Path("/work/shared/data/flickr8k-dev/images")
-#: Flickr8k dev photos whose captions describe dogs
-DOG_PHOTOS = ["1001773457_577c3a7d70.jpg", "1009434119_febe49276a.jpg", "1015584366_dfcec3c85a.jpg"]
-IMAGENET_DOGS = range(151, 269)  # ImageNet-1k class indices of the dog breeds
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No test may wait on the network."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")  # no test may wait on the network
 
 
 def image_encoder(host, name, image_size, **options):
@@ -42,16 +27,6 @@ def image_encoder(host, name, image_size, **options):
 def text_encoder(host, name, **options):
     cls = host.get("text_encoder", name)
     return cls(build_config(cls.Config, options))
-
-
-def photo(name: str, size: int) -> torch.Tensor:
-    from PIL import Image
-
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is not available")
-    im = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
-    return torch.from_numpy(np.array(im)).permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
 # ------------------------------------------------------------------------- registry and configs

@@ -16,19 +16,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlcore import trajectories
-from vlcore.model import ModelSpec
-from vlcore.pipeline import build_dataset, build_text_encoder, split_data
-from vlcore.registry import PluginHost
+from vlcore.core.registry import PluginHost
+from vlcore.data.pipeline import build_dataset, build_text_encoder, split_data
+from vlcore.model.encoder import ModelSpec
 from vlcore.testing.cli import invoke_vl, vl_command
-from vlcore.trajectories import ExpertConfig, ParentGone, train_one_expert
+from vlcore.testing.runs import FAST_DISTILL_ARGS
+from vlcore.testing.runs import TINY_DATA_ARGS as TINY
+from vlcore.testing.runs import TINY_MODEL_ARGS as MODEL
+from vlcore.training import experts as trajectories
+from vlcore.training.experts import ExpertConfig, ParentGone, train_one_expert
 
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
 BASE = [*TINY, *MODEL, "--train-epochs", "2", "--batch-size", "16"]
-FAST = ["--pairs", "4", "--iterations", "2", "--syn-steps", "2", "--expert-epochs", "1", "--max-start-epoch", "1",
-        "--no-eval"]
+FAST = [*FAST_DISTILL_ARGS, "--iterations", "2"]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -147,7 +146,7 @@ def test_workers_die_with_the_command_and_write_nothing_after_it(tmp_path, sig, 
     else:
         assert proc.returncode == -signal.SIGKILL
     if when == "training":
-        from vlcore import io
+        from vlcore.artifacts import io
 
         record_name = getattr(io, "RECORD_NAME", None)
         if record_name and (out / record_name).is_file():  # every expert file a worker wrote is recorded as vl's
@@ -163,7 +162,7 @@ def test_workers_die_with_the_command_and_write_nothing_after_it(tmp_path, sig, 
 
 _PROBE = """
 import ctypes, os, sys
-from vlcore import trajectories as t
+from vlcore.training import experts as t
 assert t._set_parent_death_signal()
 sig = ctypes.c_int()
 ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
@@ -174,7 +173,7 @@ print("survived", flush=True)
 
 _WATCH = """
 import os, threading, time
-from vlcore import trajectories as t
+from vlcore.training import experts as t
 threading.Thread(target=t._watch_parent, args=(os.getpid(), 0.05, 30), daemon=True).start()
 time.sleep(60)
 print("survived", flush=True)
@@ -358,7 +357,7 @@ def test_a_buffer_that_lists_a_foreign_expert_is_refused_by_distill_and_resume(m
 
 def test_buffer_load_refuses_tensors_that_do_not_fit(made, tmp_path):
     """Belt and braces: the tensors read by a distillation are checked against the layout as well."""
-    from vlcore.errors import DataError
+    from vlcore.core.errors import DataError
 
     buf = tmp_path / "buf"
     shutil.copytree(made / "one", buf)

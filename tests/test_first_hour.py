@@ -14,11 +14,12 @@ import pytest
 
 import vlcore.testing.plugin
 from vlcore.cli.command import VLCommand
+from vlcore.choices import detect_datasets
 from vlcore.cli.main import cli
-from vlcore.cli.inference import detect_datasets
 from vlcore.cli.texts import current_flags
-from vlcore.registry import get_host
+from vlcore.core.registry import get_host
 from vlcore.testing.cli import invoke_vl as vl
+from vlcore.testing.runs import tiny_recipe
 
 pytest_plugins = ["vlcore.testing.fixtures"]
 
@@ -185,7 +186,7 @@ def test_a_tiny_evaluation_split_warns_and_reports_its_candidates(tmp_path):
 
 
 def test_trivial_recalls():
-    from vlcore.metrics import small_split_warning, trivial
+    from vlcore.model.metrics import small_split_warning, trivial
 
     assert trivial(6, 30) == ["IR@10"] and trivial(4, 8) == ["TR@10", "IR@5", "IR@10"] and trivial(500, 2500) == []
     assert small_split_warning(500, 2500, "dev") is None
@@ -207,26 +208,10 @@ def json_commands() -> set[str]:
 
 def test_every_json_command_prints_one_json_document(tmp_path):
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f"""
-[common]
-dataset = "embedded"
-dataset-option = ["num_train=24", "num_dev=12"]
-encoder = "tiny-cnn"
-encoder-option = ["width=4"]
-image-size = 8
-text-encoder = "hashed-bow"
-
-[stages.random]
-run = "coreset"
-method = "random"
-pairs = 4
-
-[stages.eval]
-run = "eval"
-pairset = "@random"
-eval-seeds = 1
-eval-epochs = 1
-""")
+    recipe.write_text(tiny_recipe({"random": {"run": "coreset", "method": "random", "pairs": 4},
+                                   "eval": {"run": "eval", "pairset": "@random", "eval-seeds": 1, "eval-epochs": 1}},
+                                  **{"dataset-option": ["num_train=24", "num_dev=12"], "encoder": "tiny-cnn",
+                                     "encoder-option": ["width=4"], "image-size": 8, "text-encoder": "hashed-bow"}))
     vl("coreset", "--method", "random", *EMBEDDED, *TINY_MODEL, "--pairs", 4, "--out", tmp_path / "c")
     runs = {
         "plugins": [["plugins", "--json"]],
@@ -324,13 +309,13 @@ def test_resume_says_where_it_continues(tmp_path):
 def test_log_messages_carry_no_logger_name(tmp_path):
     from vlcore.cli.texts import LogFormat
 
-    record = logging.LogRecord("vlcore.recipe", logging.WARNING, __file__, 1, "interrupted: saved in %s", ("X",), None)
+    record = logging.LogRecord("vlcore.distill.recipe", logging.WARNING, __file__, 1, "interrupted: saved in %s", ("X",), None)
     assert LogFormat(named=False).format(record) == "warning: interrupted: saved in X"
-    assert LogFormat(named=True).format(record) == "warning vlcore.recipe: interrupted: saved in X"
+    assert LogFormat(named=True).format(record) == "warning vlcore.distill.recipe: interrupted: saved in X"
 
 
 def test_the_dev_recall_legend_names_the_metrics_as_the_tables_do():
-    from vlcore.viz import line_figure
+    from vlcore.data.viz import line_figure
 
     fig = line_figure({k: ([1, 2], [3.0, 4.0]) for k in ("tr_r1", "tr_r5", "ir_r1", "ir_r5")},
                       xlabel="iteration", ylabel="dev recall (%)")
@@ -349,7 +334,7 @@ def test_eval_of_an_exported_set_writes_beside_it(tmp_path):
 
 # ============================================================================ 8, 9. the first command's cost
 def test_the_demo_does_what_it_needs_and_keeps_its_table():
-    from vlcore.experiment import load
+    from vlcore.artifacts.experiment import load
 
     exp = load("demo")
     options = dict(o.split("=", 1) for o in exp.common["dataset-option"])

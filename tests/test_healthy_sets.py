@@ -1,5 +1,5 @@
 """Issue 21, item 2: a distillation of the user's own data at the defaults produced noise and said
-nothing.  The rule of a healthy set (vlcore.health) as a property; beyond it the run warns once,
+nothing.  The rule of a healthy set (vlcore.distill.health) as a property; beyond it the run warns once,
 during the run, with the value and the likely cause, records it in meta.json, and `vl eval`
 repeats it; the default learning rates (scaled to the first gradient) keep the issue's case
 healthy; the grid says its captions are the nearest real captions, with their cosines."""
@@ -11,48 +11,31 @@ import math
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from vlcore import health
 from vlcore.components import DistillContext
-from vlcore.model import ModelSpec
-from vlcore.pairset import PairSet
-from vlcore.pipeline import build_dataset, build_text_encoder, split_data
+from vlcore.data.pairset import PairSet
+from vlcore.data.pipeline import build_dataset, build_text_encoder, split_data
+from vlcore.distill import health
+from vlcore.distill.contract import StepResult
+from vlcore.distill.recipe import run
+from vlcore.model.encoder import ModelSpec
 from vlcore.plugins.distillers.bitraj import BiTrajectory
-from vlcore.recipe import StepResult
-from vlcore.registry import PluginHost
-from vlcore.trajectories import ExpertConfig, train_experts
+from vlcore.testing.cli import invoke_vl as vl
+from vlcore.testing.runs import (
+    CONVNET_SPEC as SPEC, TINY_DATA_ARGS as TINY, TINY_MODEL_ARGS as MODEL, embedded_buffer, embedded_splits
+)
+from vlcore.training.experts import ExpertConfig, train_experts
 
-SPEC = ModelSpec(encoder="convnet", encoder_options={"width": 8, "depth": 2}, image_size=16, trainable="full")
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
-
-
-def vl(*args):
-    from vlcore.cli.main import cli
-
-    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return res
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
 
 
 @pytest.fixture(scope="module")
 def data(host):
-    ds = build_dataset("embedded", options={"num_train": 24, "num_dev": 12, "image_size": 32}, host=host)
-    return split_data(ds.split("train"), SPEC, build_text_encoder(SPEC, host))
+    return embedded_splits(SPEC, host, num_train=24, num_dev=12)[0]
 
 
 @pytest.fixture(scope="module")
 def buffer(tmp_path_factory, data):
-    return train_experts(SPEC, data, ExpertConfig(num_experts=2, epochs=2, batch_size=32),
-                         tmp_path_factory.mktemp("buf") / "buffer",
-                         dataset_info={"name": "embedded", "fingerprint": "x"})
+    return embedded_buffer(SPEC, data, tmp_path_factory.mktemp("buf") / "buffer", epochs=2)
 
 
 def config(**opts):
@@ -117,7 +100,7 @@ class BlowsUp(BiTrajectory):
 def test_a_blown_up_set_warns_once_records_it_and_vl_eval_repeats_it(buffer, data, tmp_path, host, caplog):
     out = tmp_path / "run"
     with caplog.at_level(logging.WARNING, logger="vlcore"):
-        ps = BlowsUp(config(lr_images=1.0, lr_text=1.0)).distill(ctx(buffer, data, out, host,
+        ps = run(BlowsUp(config(lr_images=1.0, lr_text=1.0)), ctx(buffer, data, out, host,
                                                                     dataset_info={"name": "embedded"}))
     said = health_records(caplog)
     assert len(said) == 1, said  # once, though the set stays beyond the bound for 3 iterations
@@ -135,17 +118,17 @@ def test_a_blown_up_set_warns_once_records_it_and_vl_eval_repeats_it(buffer, dat
 
 def test_a_healthy_run_warns_nothing(buffer, data, tmp_path, host, caplog):
     with caplog.at_level(logging.WARNING, logger="vlcore"):
-        ps = BiTrajectory(config()).distill(ctx(buffer, data, tmp_path / "ok", host))
+        ps = run(BiTrajectory(config()), ctx(buffer, data, tmp_path / "ok", host))
     assert health.healthy(ps.images, ps.text) and health_records(caplog) == []
     assert not any("noise" in w or "norm" in w for w in ps.meta.get("warnings", []))
 
 
 def test_a_resumed_run_does_not_warn_again_and_still_records_it(buffer, data, tmp_path, host, caplog):
     out = tmp_path / "run"
-    BlowsUp(config(lr_images=1.0, lr_text=1.0, iterations=3)).distill(ctx(buffer, data, out, host))
+    run(BlowsUp(config(lr_images=1.0, lr_text=1.0, iterations=3)), ctx(buffer, data, out, host))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="vlcore"):
-        ps = BlowsUp(config(lr_images=1.0, lr_text=1.0, iterations=5)).distill(ctx(buffer, data, out, host,
+        ps = run(BlowsUp(config(lr_images=1.0, lr_text=1.0, iterations=5)), ctx(buffer, data, out, host,
                                                                                     resume=True))
     assert health_records(caplog) == []
     assert any("first at iteration 2" in w for w in ps.meta["warnings"])
@@ -184,11 +167,11 @@ def test_the_issues_case_at_toy_size_stays_healthy_at_the_default_learning_rates
     buf = train_experts(spec, train, ExpertConfig(num_experts=2, epochs=2), tmp_path / "buffer",
                         dataset_info={"name": "captions", "fingerprint": train.key})
     base = dict(pairs=8, iterations=6, syn_steps=8, checkpoint_every=0)
-    old = BiTrajectory(BiTrajectory.Config(**base, lr_images=100.0, lr_text=100.0)).distill(
+    old = run(BiTrajectory(BiTrajectory.Config(**base, lr_images=100.0, lr_text=100.0)), 
         DistillContext(spec=spec, buffer=buf, train=train, out=tmp_path / "old", host=host))
     assert not health.healthy(old.images, old.text)  # the issue, reproduced
     assert any("fewer than --syn-steps 8" in w for w in old.meta["warnings"])
-    new = BiTrajectory(BiTrajectory.Config(**base)).distill(
+    new = run(BiTrajectory(BiTrajectory.Config(**base)), 
         DistillContext(spec=spec, buffer=buf, train=train, out=tmp_path / "new", host=host))
     r = health.read(new.images, new.text)
     assert health.healthy(new.images, new.text), r
@@ -199,25 +182,25 @@ def test_the_issues_case_at_toy_size_stays_healthy_at_the_default_learning_rates
 
 
 def test_a_default_learning_rate_is_chosen_once_and_resumes(buffer, data, tmp_path, host):
-    full = BiTrajectory(config()).distill(ctx(buffer, data, tmp_path / "a", host))
-    BiTrajectory(config(iterations=2)).distill(ctx(buffer, data, tmp_path / "b", host))
-    resumed = BiTrajectory(config()).distill(ctx(buffer, data, tmp_path / "b", host, resume=True))
+    full = run(BiTrajectory(config()), ctx(buffer, data, tmp_path / "a", host))
+    run(BiTrajectory(config(iterations=2)), ctx(buffer, data, tmp_path / "b", host))
+    resumed = run(BiTrajectory(config()), ctx(buffer, data, tmp_path / "b", host, resume=True))
     assert resumed.meta["learning_rates"] == full.meta["learning_rates"]
     torch.testing.assert_close(resumed.images, full.images, rtol=0, atol=0)
     lrs = full.meta["learning_rates"]
     assert lrs["chosen"] == ["images", "text"] and all(math.isfinite(lrs[k]) and lrs[k] > 0 for k in ("images", "text"))
-    given = BiTrajectory(config(lr_images=5.0)).distill(ctx(buffer, data, tmp_path / "c", host))
+    given = run(BiTrajectory(config(lr_images=5.0)), ctx(buffer, data, tmp_path / "c", host))
     assert given.meta["learning_rates"]["images"] == 5.0 and given.meta["learning_rates"]["chosen"] == ["text"]
 
 
 # ------------------------------------------------------------------------------ the grid
 def test_the_grid_says_its_captions_are_the_nearest_real_ones_with_their_cosines(buffer, data, tmp_path, host):
-    from vlcore.viz import NEAREST_NOTE, pair_figure
+    from vlcore.data.viz import NEAREST_NOTE, pair_figure
 
     d = BiTrajectory(config(iterations=1))
     c = ctx(buffer, data, tmp_path / "g", host)
-    ps = d.distill(c)
-    captions, cosines = d.nearest(c, ps.text)
+    ps = run(d, c)
+    captions, cosines = c.train.nearest_captions(ps.text)
     assert captions == ps.captions and all(-1 <= v <= 1 + 1e-6 for v in cosines)
     assert (tmp_path / "g" / "grid.png").stat().st_size > 0
     fig = pair_figure(ps.images, captions, before=ps.images, cosines=cosines, cols=3)

@@ -3,6 +3,7 @@ loss against a hand computation, the similarity learned, checkpointed, saved and
 storage paid for, blending switchable and resumable, and the exact unroll through S."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,19 +11,18 @@ import torch
 import torch.nn.functional as F
 
 from vlcore.components import DistillContext
-from vlcore.errors import IncompatibleError
-from vlcore.losses import lowrank_similarity, similarity_bce_loss
-from vlcore.model import ModelSpec
-from vlcore.pairset import PairSet
-from vlcore.pipeline import build_dataset, build_model, build_text_encoder, split_data
+from vlcore.core.errors import IncompatibleError
+from vlcore.data.pairset import PairSet
+from vlcore.data.pipeline import build_model
+from vlcore.distill import recipe
+from vlcore.model.encoder import ModelSpec
+from vlcore.model.losses import lowrank_similarity, similarity_bce_loss
 from vlcore.plugins.distillers.lors import DIAG, LEFT, RIGHT, LoRS, similarity_floats
-from vlcore.registry import PluginHost
-from vlcore.train import SGDConfig, train_model
-from vlcore.trajectories import ExpertConfig, train_experts
+from vlcore.testing.runs import CONVNET_SPEC as FULL, embedded_buffer, interrupted
+from vlcore.training.train import SGDConfig, train_model
 
-FULL = ModelSpec(encoder="convnet", encoder_options={"width": 8, "depth": 2}, image_size=16, trainable="full")
-FROZEN_MLP = ModelSpec(encoder="convnet", encoder_options={"width": 8, "depth": 2}, image_size=16,
-                       trainable="frozen", image_head="mlp", embed_dim=32)
+SPEC = FULL  # the model of the `data` fixture (tests/conftest.py)
+FROZEN_MLP = dataclasses.replace(FULL, trainable="frozen", image_head="mlp", embed_dim=32)
 
 
 # ------------------------------------------------------------------------------ the math
@@ -62,30 +62,13 @@ def test_training_on_a_similarity_uses_the_similarity_loss():
 
 # ------------------------------------------------------------------------------ distillation
 @pytest.fixture(scope="module")
-def host():
-    return PluginHost()
-
-
-@pytest.fixture(scope="module")
-def data(host):
-    ds = build_dataset("embedded", options={"num_train": 40, "num_dev": 20, "image_size": 32}, host=host)
-    te = build_text_encoder(FULL, host)
-    return split_data(ds.split("train"), FULL, te), split_data(ds.split("dev"), FULL, te)
-
-
-def buffer_for(spec, data, root):
-    return train_experts(spec, data[0], ExpertConfig(num_experts=2, epochs=3, batch_size=32), root / "buffer",
-                         dataset_info={"name": "embedded", "fingerprint": "x"})
-
-
-@pytest.fixture(scope="module")
 def full_buffer(tmp_path_factory, data):
-    return buffer_for(FULL, data, tmp_path_factory.mktemp("lors"))
+    return embedded_buffer(FULL, data[0], tmp_path_factory.mktemp("lors") / "buffer")
 
 
 @pytest.fixture(scope="module")
 def mlp_buffer(tmp_path_factory, data):
-    return buffer_for(FROZEN_MLP, data, tmp_path_factory.mktemp("repblend"))
+    return embedded_buffer(FROZEN_MLP, data[0], tmp_path_factory.mktemp("repblend") / "buffer")
 
 
 def options(**kw):
@@ -98,7 +81,7 @@ def options(**kw):
 def run(host, name, buf, data, out, spec=FULL, **kw):
     resume = kw.pop("resume", False)
     d = host.create("distiller", name, options(**kw))
-    return d.distill(DistillContext(spec=spec, buffer=buf, train=data[0], out=out, host=host, resume=resume))
+    return recipe.run(d, DistillContext(spec=spec, buffer=buf, train=data[0], out=out, host=host, resume=resume))
 
 
 def test_lors_learns_saves_and_pays_for_its_similarity(host, full_buffer, data, tmp_path):
@@ -121,18 +104,8 @@ def test_lors_learns_saves_and_pays_for_its_similarity(host, full_buffer, data, 
 
 def test_lors_resume_reaches_the_same_result(host, full_buffer, data, tmp_path):
     full = run(host, "lors", full_buffer, data, tmp_path / "a")
-
-    class Interrupted(LoRS):
-        """LoRS interrupted during its 4th outer iteration."""
-
-        def step(self, ctx, state):
-            self.calls = getattr(self, "calls", 0) + 1
-            if self.calls == 4:
-                raise KeyboardInterrupt
-            return super().step(ctx, state)
-
     with pytest.raises(KeyboardInterrupt):
-        Interrupted(LoRS.Config(**options())).distill(
+        recipe.run(interrupted(LoRS, 4)(LoRS.Config(**options())), 
             DistillContext(spec=FULL, buffer=full_buffer, train=data[0], out=tmp_path / "b", host=host))
     resumed = run(host, "lors", full_buffer, data, tmp_path / "b", resume=True)
     for k in (DIAG, LEFT, RIGHT):
@@ -174,7 +147,7 @@ def test_repblend_blends_and_switches_off(host, mlp_buffer, data, tmp_path):
 
 
 def test_blending_is_a_convex_mix_shared_by_both_modalities(host, mlp_buffer, data, tmp_path):
-    from vlcore.matching import Plan, StudentInputs
+    from vlcore.distill.matching import Plan, StudentInputs
     from vlcore.plugins.distillers.repblend import RepBlend
 
     d = RepBlend(RepBlend.Config(**options()))
@@ -194,7 +167,7 @@ def test_clamped_similarity_targets_bound_the_loss_and_stop_the_drift():
     """An entry of S above 1 is an unbounded target (the BCE falls without limit as the logit
     grows); clamped, the loss is bounded below and such an entry gets no gradient."""
     img, txt = torch.randn(4, 8), torch.randn(4, 8)
-    from vlcore.losses import clamp_targets
+    from vlcore.model.losses import clamp_targets
 
     raw = torch.eye(4) * 3.0
     raw.requires_grad_(True)

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from vlcore.metrics import KEYS, aggregate, retrieval_metrics
+from vlcore.model.metrics import KEYS, aggregate, retrieval_metrics
 
 
 def brute_force(img, txt, caption_image, ks=(1, 5, 10)):
@@ -74,7 +74,7 @@ def test_perfect_and_multi_caption_semantics():
 
 
 def test_chunking_is_invisible():
-    from vlcore.metrics import retrieval_ranks
+    from vlcore.model.metrics import retrieval_ranks
     g = torch.Generator().manual_seed(3)
     img, txt = torch.randn(40, 5, generator=g), torch.randn(120, 5, generator=g)
     ci = torch.arange(40).repeat_interleave(3)

@@ -11,52 +11,31 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from vlcore.components import DistillContext
-from vlcore.data import to_float
-from vlcore.errors import ConfigError
-from vlcore.initial import initial_pairs
-from vlcore.pairset import PairSet
+from vlcore.core.errors import ConfigError
+from vlcore.core.registry import PluginHost
+from vlcore.data.dataset import to_float
+from vlcore.data.pairset import PairSet
+from vlcore.distill.initial import initial_pairs
 from vlcore.plugins.distillers.amd import AMD, unsquared_trajectory_loss
 from vlcore.plugins.distillers.bitraj import BiTrajectory
 from vlcore.plugins.distillers.mdm import MDM
-from vlcore.registry import PluginHost
 from vlcore.testing import contracts as C
-from vlcore.testing.data import TINY_SPEC, tiny_pairs
-from vlcore.testing.host import contract_host, use_host
-from vlcore.trajectories import ExpertConfig, train_experts
+from vlcore.testing.host import use_host
+from vlcore.testing.runs import EXPERTS_STAGE, interrupted, tiny_buffer, tiny_recipe
+from vlcore.testing.runs import tiny_context as context
+from vlcore.testing.runs import tiny_distill as distill
 
 SMALL_TM = {"pairs": 4, "iterations": 2, "syn_steps": 2, "max_start_epoch": 1, "checkpoint_every": 0, "batch_syn": 2}
 SMALL_MDM = {"pairs": 4, "iterations": 3, "checkpoint_every": 0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(host, data, buffer of 2 tiny experts x 4 epochs, full training)."""
-    host, data = contract_host(), tiny_pairs(8, 2)
-    with use_host(host):
-        buf = train_experts(TINY_SPEC, data, ExpertConfig(num_experts=2, epochs=4, batch_size=8, lr=0.05),
-                            tmp_path_factory.mktemp("buf") / "buffer",
-                            dataset_info={"name": "tiny", "fingerprint": data.key})
-    return host, data, buf
-
-
-def context(tiny, out, **kw):
-    host, data, buf = tiny
-    return DistillContext(spec=TINY_SPEC, buffer=buf, train=data, out=out, host=host,
-                          dataset_info={"name": "tiny", "fingerprint": data.key}, **kw)
-
-
-def distill(tiny, d, out, **kw):
-    with use_host(tiny[0]):
-        return d.distill(context(tiny, out, **kw))
+    return tiny_buffer(tmp_path_factory.mktemp("buf") / "buffer", epochs=4)
 
 
 def started(tiny, d, tmp_path):
@@ -214,19 +193,6 @@ def test_mdm_without_kernel_terms_is_infonce_alone(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------ resume after an interrupt
-def interrupted(cls):
-    class Interrupted(cls):
-        """The same method (its checkpoint resumes as it), interrupted (Ctrl-C) during its 3rd iteration."""
-
-        def step(self, ctx, state):
-            self.calls = getattr(self, "calls", 0) + 1
-            if self.calls == 3:
-                raise KeyboardInterrupt
-            return super().step(ctx, state)
-
-    return Interrupted
-
-
 @pytest.mark.parametrize("cls, options", [
     (AMD, {**SMALL_TM, "iterations": 5, "checkpoint_every": 1}),
     (MDM, {**SMALL_MDM, "iterations": 5, "checkpoint_every": 1}),
@@ -234,7 +200,7 @@ def interrupted(cls):
 def test_resume_after_an_interrupt_is_bitwise_exact(tiny, tmp_path, cls, options):
     full = distill(tiny, cls(cls.Config(**options)), tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        distill(tiny, interrupted(cls)(cls.Config(**options)), tmp_path / "b")
+        distill(tiny, interrupted(cls, 3)(cls.Config(**options)), tmp_path / "b")
     resumed = distill(tiny, cls(cls.Config(**options)), tmp_path / "b", resume=True)
     assert torch.equal(resumed.images, full.images) and torch.equal(resumed.text, full.text)
     assert resumed.meta["history"]["loss"] == full.meta["history"]["loss"]
@@ -242,50 +208,22 @@ def test_resume_after_an_interrupt_is_bitwise_exact(tiny, tmp_path, cls, options
 
 
 # ------------------------------------------------------------------------------ through `vl run`
-RECIPE = """
-[recipe]
-description = "{name} end to end"
-
-[common]
-dataset = "embedded"
-dataset-option = ["num_train=24", "num_dev=12", "image_size=32"]
-encoder = "convnet"
-encoder-option = ["width=8"]
-image-size = 16
-seed = 0
-
-[stages.buffer]
-run = "experts"
-num-experts = 2
-epochs = 2
-batch-size = 16
-
-[stages.distilled]
-run = "distill"
-buffer = "@buffer"
-distiller = "{name}"
-pairs = 4
-iterations = 2
-no-eval = true
-{extra}
-
-[stages.ev]
-run = "eval"
-pairset = "@distilled"
-eval-seeds = 1
-eval-epochs = 1
-"""
+def recipe_text(name: str, extra: dict) -> str:
+    distilled = {"run": "distill", "buffer": "@buffer", "distiller": name, "pairs": 4, "iterations": 2, "no-eval": True}
+    return tiny_recipe({"buffer": {**EXPERTS_STAGE, "num-experts": 2}, "distilled": {**distilled, **extra},
+                        "ev": {"run": "eval", "pairset": "@distilled", "eval-seeds": 1, "eval-epochs": 1}},
+                       f"{name} end to end", seed=0)
 
 
 @pytest.mark.parametrize("name, extra", [
-    ("amd", 'syn-steps = 2\nbatch-syn = 2\nmax-start-epoch = 2'),
-    ("mdm", "batch-real = 16\nbatch-syn = 4"),
+    ("amd", {"syn-steps": 2, "batch-syn": 2, "max-start-epoch": 2}),
+    ("mdm", {"batch-real": 16, "batch-syn": 4}),
 ])
 def test_vl_run_end_to_end(name, extra, tmp_path):
     from vlcore.cli.main import cli
 
     recipe = tmp_path / f"{name}.toml"
-    recipe.write_text(RECIPE.format(name=name, extra=extra))
+    recipe.write_text(recipe_text(name, extra))
     res = CliRunner().invoke(cli, ["run", str(recipe), "--out", str(tmp_path / "out")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from vlcore.testing.cli import invoke_vl, run_vl
+from vlcore.testing.cli import invoke_vl, refused_cleanly, run_vl
+from vlcore.testing.runs import FAST_DISTILL_ARGS, TINY_DATA_ARGS as TINY, TINY_MODEL_ARGS as MODEL
 
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
-FAST = ["--pairs", "4", "--iterations", "2", "--syn-steps", "2", "--expert-epochs", "1", "--max-start-epoch", "1",
-        "--no-eval", "--checkpoint-every", "1"]
+FAST = [*FAST_DISTILL_ARGS, "--iterations", "2", "--checkpoint-every", "1"]
 EXPERTS = ["--num-experts", 1, "--epochs", 2, "--batch-size", 16]
 BIG = 2 ** 64  # beyond 64 bits
 
@@ -34,12 +31,7 @@ def refused(ws: Path, argv, code: int, expected) -> str:
     """Run ``vl ARGV`` in-process: exit ``code``, no traceback, each of ``expected`` in the message,
     every file under ``ws`` as it was and nothing new."""
     before = tree(ws)
-    res = invoke_vl(*argv, ok=False)
-    text = " ".join(res.output.split())
-    assert res.exit_code == code, res.output
-    assert "Traceback" not in res.output
-    for e in expected:
-        assert e in text, (e, res.output)
+    text = refused_cleanly(invoke_vl(*argv, ok=False), code, expected)
     assert tree(ws) == before, "a refused command changed or left files"
     return text
 
@@ -225,7 +217,7 @@ def test_config_values_of_the_right_type_are_taken_without_coercion():
 
     from vlcore.cli.command import toml_value
     from vlcore.cli.main import cli
-    from vlcore.errors import ConfigError
+    from vlcore.core.errors import ConfigError
 
     cmd = cli.commands["distill"]
     params = {p.name: p for p in cmd.get_params(click.Context(cmd))}
@@ -242,7 +234,7 @@ def test_config_values_of_the_right_type_are_taken_without_coercion():
 
 def test_a_whole_number_and_an_int_for_a_float_in_config_run(ws, buffer):
     """``iterations = 2.0`` and ``lr-images = 100`` in a --config file are taken (and saved as they ran)."""
-    from vlcore import tomlfile
+    from vlcore.artifacts import tomlfile
 
     path = toml(ws, "iterations = 2.0\nlr-images = 100\n")
     res = invoke_vl("distill", "--config", path, "--buffer", buffer, "--pairs", 4, "--syn-steps", 2,
@@ -255,8 +247,8 @@ def test_a_whole_number_and_an_int_for_a_float_in_config_run(ws, buffer):
 def test_build_config_types_and_ranges():
     from dataclasses import dataclass
 
-    from vlcore.config import FLOAT32_TINY, INT64_MAX, build_config, describe_options, option_range
-    from vlcore.errors import ConfigError
+    from vlcore.core.config import FLOAT32_TINY, INT64_MAX, build_config, describe_options, option_range
+    from vlcore.core.errors import ConfigError
 
     @dataclass(frozen=True)
     class Config:
@@ -290,8 +282,8 @@ def test_every_lr_init_the_flag_takes_gives_a_step_size_eval_accepts():
     makes has a positive step size, the bound `vl eval` checks (pairset.value_problems)."""
     import torch
 
-    from vlcore.config import FLOAT32_TINY, MAX_LR, Range
-    from vlcore.matching import LR_RANGE
+    from vlcore.core.config import FLOAT32_TINY, MAX_LR, Range
+    from vlcore.distill.learning_rates import LR_RANGE
 
     def stored(lr):  # what the distillation saves: exp(log lr) in float32
         return float(torch.tensor(math.log(lr), dtype=torch.float32).exp())
@@ -406,7 +398,7 @@ def test_a_vlcore_error_caused_by_a_full_disk_gets_the_fix(monkeypatch):
     import click
 
     from vlcore.cli.options import handle_errors
-    from vlcore.errors import DataError
+    from vlcore.core.errors import DataError
 
     @handle_errors
     def command(out=None):
@@ -447,7 +439,7 @@ def captions_folder(root: Path, name: str, data: bytes) -> Path:
 def test_non_utf8_caption_file_warns_with_replacement_characters(tmp_path, caplog, name, data):
     """The documented rule (README, "Bad inputs"): read with replacement characters and a warning naming
     the file and the lines, as for every caption file of vlcore."""
-    from vlcore.pipeline import build_dataset
+    from vlcore.data.pipeline import build_dataset
 
     root = captions_folder(tmp_path / "mine", name, data)
     with caplog.at_level("WARNING"):

@@ -40,7 +40,7 @@ def tree(root: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def unchecked():
     """Writing a bad set the way a hand-made or older export would be: without the load-time checks."""
-    import vlcore.pairset as P
+    import vlcore.data.checks as P
 
     saved = P.meta_problems, P.shape_problems, P.value_problems
     P.meta_problems = P.shape_problems = P.value_problems = lambda *a, **k: []
@@ -54,8 +54,8 @@ def make(core: Path, ws: Path, fmt: str, change=None, edit=None) -> Path:
     """The coreset with ``change(ps)`` applied to it (a consistent checksum: only the contents are bad),
     as a pair-set folder (``fmt="folder"``) or an export (``"hf"``); then ``edit(record)`` applied to
     its meta.json / vlcore.json by hand."""
-    from vlcore.export import export_hf
-    from vlcore.pairset import PairSet
+    from vlcore.data.export import export_hf
+    from vlcore.data.pairset import PairSet
 
     ps = PairSet.load(core)
     ps.images, ps.text, ps.meta = ps.images.clone(), ps.text.clone(), dict(ps.meta)
@@ -239,7 +239,7 @@ def test_a_damaged_export_is_refused_with_the_fix(case, core, tmp_path):
     name, damage, change, expected = EXPORT_DAMAGE[case]
     folder = make(core, tmp_path, "hf", change)
     if damage is None:  # change one pixel value inside the arrow file, nothing else
-        from vlcore.pairset import PairSet
+        from vlcore.data.pairset import PairSet
 
         arrow = folder / name
         data, first = arrow.read_bytes(), PairSet.load(core).images.flatten()[:8].numpy().tobytes()
@@ -255,9 +255,10 @@ def test_a_damaged_export_is_refused_with_the_fix(case, core, tmp_path):
 
 def test_the_record_schema_covers_every_field_read(core, tmp_path):
     """A wrong type in any field of the record (top level, spec, dataset, similarity) is named."""
-    from vlcore.errors import DataError
-    from vlcore.model import ModelSpec
-    from vlcore.pairset import DATASET_FIELDS, META_FIELDS, SIMILARITY_FIELDS, PairSet, _spec_fields
+    from vlcore.core.errors import DataError
+    from vlcore.data.checks import DATASET_FIELDS, META_FIELDS, SIMILARITY_FIELDS, _spec_fields
+    from vlcore.data.pairset import PairSet
+    from vlcore.model.encoder import ModelSpec
 
     assert set(_spec_fields()) == set(ModelSpec.__dataclass_fields__)  # derived: a new field is checked too
     good = json.loads((core / "meta.json").read_text())
@@ -300,8 +301,8 @@ def test_a_damaged_eval_result_is_named_by_export(core, tmp_path):
     (folder / "eval-dev").mkdir()
     (folder / "eval-dev" / "details.json").write_text(json.dumps({"split": "dev", "seeds": [0]}))
     (folder / "eval-dev" / "metrics.json").write_text(json.dumps({"tr_r1": "high"}))
-    from vlcore.errors import DataError
-    from vlcore.export import export_hf
+    from vlcore.core.errors import DataError
+    from vlcore.data.export import export_hf
 
     with pytest.raises(DataError, match=r"metrics.json: field 'tr_r1' is 'high', expected a number"):
         export_hf(folder, tmp_path / "out")
@@ -327,9 +328,10 @@ def test_a_spec_the_set_does_not_fit_is_a_usage_error(core):
     """check_spec: the model spec a set is used with (the flags of `vl eval` applied) must fit it."""
     from dataclasses import replace
 
-    from vlcore.errors import ConfigError
-    from vlcore.model import ModelSpec
-    from vlcore.pairset import PairSet, check_spec
+    from vlcore.core.errors import ConfigError
+    from vlcore.data.checks import check_spec
+    from vlcore.data.pairset import PairSet
+    from vlcore.model.encoder import ModelSpec
 
     ps = PairSet.load(core)
     spec = ModelSpec.from_dict(ps.meta["spec"])
@@ -356,8 +358,8 @@ def test_the_export_round_trip_is_exact(core, tmp_path):
     the export reads back as the same pair set, extras and step sizes included."""
     import datasets
 
-    from vlcore.export import export_hf
-    from vlcore.pairset import PairSet
+    from vlcore.data.export import export_hf
+    from vlcore.data.pairset import PairSet
 
     def learned(ps):
         ps.lr_img, ps.lr_txt = 0.25, 3.0

@@ -14,33 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from vlcore.errors import ConfigError
-from vlcore.loggers import LogRun
-from vlcore.outdir import describe
+from vlcore.artifacts.loggers import LogRun
+from vlcore.artifacts.outdir import describe
+from vlcore.core.errors import ConfigError
+from vlcore.core.registry import get_host
 from vlcore.plugins.loggers import LOGGERS, JsonlLogger, TensorBoardLogger, WandbLogger, jsonl_file
-from vlcore.registry import get_host
 from vlcore.testing.cli import invoke_vl as vl
+from vlcore.testing.cli import refused_cleanly
+from vlcore.testing.runs import TINY_DATA_ARGS as DATA
+from vlcore.testing.runs import TINY_MODEL_ARGS as MODEL
+from vlcore.testing.runs import tiny_recipe
 
-DATA = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
 DISTILL = [*DATA, *MODEL, "--pairs", "4", "--iterations", "1", "--syn-steps", "2", "--expert-epochs", "1",
            "--max-start-epoch", "1", "--no-eval", "--num-experts", "1", "--train-epochs", "2"]
 
-COMMON = """
-[common]
-dataset = "embedded"
-dataset-option = ["num_train=24", "num_dev=12", "image_size=32"]
-encoder = "convnet"
-encoder-option = ["width=8"]
-image-size = 16
-"""
-CORESET = COMMON + """
-[stages.cs]
-run = "coreset"
-method = "random"
-pairs = 4
-"""
+COMMON = tiny_recipe({})
+CORESET = tiny_recipe({"cs": {"run": "coreset", "method": "random", "pairs": 4}})
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -56,12 +45,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def refused(res, code: int = 2, *fragments: str) -> str:
-    text = " ".join(res.output.split())
-    assert res.exit_code == code, res.output
-    assert "Traceback" not in res.output, res.output
-    for f in fragments:
-        assert " ".join(f.split()) in text, res.output
-    return text
+    return refused_cleanly(res, code, fragments)
 
 
 # ============================================================================== 3. logger paths

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pluggy
@@ -15,9 +14,10 @@ from click.testing import CliRunner
 
 from vlcore import hookimpl
 from vlcore.components import Selector
-from vlcore.errors import ConfigError, UnknownComponentError
-from vlcore.registry import DuplicateComponentError, PluginHost, get_host, normalise_kind
+from vlcore.core.errors import UnknownComponentError
+from vlcore.core.registry import DuplicateComponentError, PluginHost, get_host, normalise_kind
 from vlcore.testing.cli import run_vl
+from vlcore.testing.components import FirstPairs
 from vlcore.testing.host import registered
 
 pytest_plugins = ["vlcore.testing.fixtures"]
@@ -208,25 +208,6 @@ def test_a_misspelled_hook_in_an_installed_package_fails_loudly(tmp_path):
 
 
 # ------------------------------------------------------------------------------ register_plugin fixture
-class FirstPairs(Selector):
-    """First pairs: the first pair of each of the first BUDGET images (a test plugin's selector)."""
-
-    name = "first-pairs"
-
-    @dataclass(frozen=True)
-    class Config:
-        unique_images: bool = True
-
-    def select(self, ctx):
-        budget = ctx.budget
-        if budget > ctx.train.num_images:
-            raise ConfigError(f"budget {budget} > {ctx.train.num_images} images")
-        first: dict[int, int] = {}
-        for p, i in enumerate(ctx.train.pair_image.tolist()):
-            first.setdefault(i, p)
-        return list(first.values())[:budget]
-
-
 class FirstPairsPlugin:
     @staticmethod
     @hookimpl
@@ -272,8 +253,8 @@ def test_tiny_fixtures_and_test_components_by_name(register_plugin, tiny_pairs, 
     import torch
 
     import vlcore.testing.plugin
-    from vlcore.pipeline import build_model
-    from vlcore.train import SGDConfig, embed_split, train_model
+    from vlcore.data.pipeline import build_model
+    from vlcore.training.train import SGDConfig, embed_split, train_model
 
     assert (tiny_pairs.num_images, tiny_pairs.num_pairs) == (8, 16) and tiny_pairs.images.dtype == torch.uint8
     assert tiny_embedded.num_images == 16 and tiny_embedded.num_pairs == 80  # 5 captions per scene

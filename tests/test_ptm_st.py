@@ -10,18 +10,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from vlcore.components import DistillContext
-from vlcore.errors import ConfigError
-from vlcore.evaluate import evaluate_pairs
-from vlcore.pairset import PairSet
-from vlcore.pipeline import build_model
+from vlcore.core.errors import ConfigError
+from vlcore.data.pairset import PairSet
+from vlcore.data.pipeline import build_model
 from vlcore.plugins.distillers.ptm_st import EMA, PTMST
 from vlcore.plugins.evaluators import train_phased
 from vlcore.testing import contracts as C
 from vlcore.testing.data import TINY_SPEC, tiny_pairs
 from vlcore.testing.host import contract_host, use_host
-from vlcore.train import SGDConfig, train_model
-from vlcore.trajectories import ExpertConfig, train_experts
+from vlcore.testing.runs import tiny_buffer
+from vlcore.testing.runs import tiny_distill as distill
+from vlcore.training.evaluate import evaluate_pairs
+from vlcore.training.train import SGDConfig, train_model
 
 BASE = {"pairs": 6, "pay_for_similarity": False, "syn_steps": 2, "batch_syn": 2, "checkpoint_every": 0,
         "max_start_epoch": 1, "lr_images": 1.0, "lr_text": 1.0, "lr_lr": 1e-3, "lr_similarity": 0.1}
@@ -29,29 +29,12 @@ PHASED = {**BASE, "phases": "3,3", "phase_starts": "0-1,1-2", "phase_shortcut": 
           "iterations": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    host, data = contract_host(), tiny_pairs(8, 2)
-    with use_host(host):
-        buf = train_experts(TINY_SPEC, data, ExpertConfig(num_experts=2, epochs=3, batch_size=8, lr=0.05),
-                            tmp_path_factory.mktemp("buf") / "buffer",
-                            dataset_info={"name": "tiny", "fingerprint": data.key})
-    return host, data, buf
-
-
-def distill(tiny, d, out, **kw):
-    host, data, buf = tiny
-    with use_host(host):
-        return d.distill(DistillContext(spec=TINY_SPEC, buffer=buf, train=data, out=out, host=host,
-                                        dataset_info={"name": "tiny", "fingerprint": data.key}, **kw))
+    return tiny_buffer(tmp_path_factory.mktemp("buf") / "buffer", epochs=3)
 
 
 class Traced(PTMST):

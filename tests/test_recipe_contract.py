@@ -10,40 +10,31 @@ from dataclasses import asdict, dataclass
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch.func import functional_call
 
 from vlcore import hookimpl
+from vlcore.artifacts.io import fingerprint
 from vlcore.components import VOLATILE, DistillContext, Distiller, RecipeConfig
-from vlcore.config import ranged
-from vlcore.data import to_float
-from vlcore.errors import ConfigError
-from vlcore.io import fingerprint
-from vlcore.metrics import KEYS
-from vlcore.pairset import PairSet
-from vlcore.pipeline import build_model
-from vlcore.recipe import NonFiniteError, RunState, StepResult
-from vlcore.registry import PluginHost
+from vlcore.core.config import ranged
+from vlcore.core.errors import ConfigError
+from vlcore.core.registry import PluginHost
+from vlcore.data.dataset import to_float
+from vlcore.data.pairset import PairSet
+from vlcore.data.pipeline import build_model
+from vlcore.distill.contract import RunState, StepResult
+from vlcore.distill.recipe import NonFiniteError
+from vlcore.model.metrics import KEYS
 from vlcore.testing import contracts as C
-from vlcore.testing.data import TINY_SPEC, tiny_pairs
-from vlcore.testing.host import contract_host, use_host
-from vlcore.trajectories import Buffer, ExpertConfig, train_experts
+from vlcore.testing.cli import invoke_vl as vl
+from vlcore.testing.data import TINY_SPEC
+from vlcore.testing.host import use_host
+from vlcore.testing.runs import (
+    TINY_DATA_ARGS as TINY, TINY_MODEL_ARGS as MODEL, tiny_context as context, tiny_distill as distill
+)
+from vlcore.training.buffer import Buffer
+from vlcore.training.experts import ExpertConfig, train_experts
 
 pytest_plugins = ["vlcore.testing.fixtures"]
-
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
-
-
-def vl(*args, ok=True):
-    from vlcore.cli.main import cli
-
-    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
-
 
 # ------------------------------------------------------------------------------ a distiller with no unroll
 @dataclass
@@ -121,27 +112,6 @@ class MeanMatchPlugin:
         register(MeanMatch)
 
 
-# ------------------------------------------------------------------------------ tiny buffers
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(host, data, buffer) of the contract checks: tiny-cnn experts on in-memory pairs."""
-    host, data = contract_host(), tiny_pairs(8, 2)
-    with use_host(host):
-        buf = train_experts(TINY_SPEC, data, ExpertConfig(num_experts=2, epochs=2, batch_size=8, lr=0.05),
-                            tmp_path_factory.mktemp("buf") / "buffer", dataset_info={"name": "tiny",
-                                                                                  "fingerprint": data.key})
-    return host, data, buf
-
-
-def context(tiny, out, **kw):
-    host, data, buf = tiny
-    return DistillContext(spec=TINY_SPEC, buffer=buf, train=data, out=out, host=host,
-                          dataset_info={"name": "tiny", "fingerprint": data.key}, **kw)
-
-
-def distill(tiny, d, out, **kw):
-    with use_host(tiny[0]):
-        return d.distill(context(tiny, out, **kw))
 
 
 # ------------------------------------------------------------------------------ the contract
@@ -170,13 +140,7 @@ class NotARecipeConfig(MeanMatch):
     """Test: a Config that does not inherit RecipeConfig."""
 
     name = "no-recipe-config"
-
-    @dataclass(frozen=True)
-    class Config:
-        #: pairs
-        pairs: int = 4
-        #: iterations
-        iterations: int = 2
+    Config = dataclasses.make_dataclass("Config", [("pairs", int, 4), ("iterations", int, 2)], frozen=True)
 
 
 class UnrollFlagWithoutUnroll(MeanMatch):
@@ -228,9 +192,9 @@ class StuckMeanMatch(MeanMatch):
         return StepResult(float("nan"), result.grads, result.metrics)
 
 
-def test_the_failure_hint_is_the_recipes(tiny, tmp_path):
+def test_the_failure_hint_is_the_recipes(tiny_run, tmp_path):
     with pytest.raises(NonFiniteError) as err:
-        distill(tiny, StuckMeanMatch(MeanMatch.Config(pairs=4, iterations=5, max_failures=2)), tmp_path / "ps")
+        distill(tiny_run, StuckMeanMatch(MeanMatch.Config(pairs=4, iterations=5, max_failures=2)), tmp_path / "ps")
     text = str(err.value)
     assert "2 iterations in a row failed" in text and text.endswith("Lower --lr-synthetic.")
     assert "--lr-images" not in text and "--syn-steps" not in text
@@ -245,27 +209,27 @@ class FakeEval(MeanMatch):
         return {**{k: float(i) for i, k in enumerate(KEYS)}, "rsum": float(state.iteration), "seconds": 1.0}
 
 
-def test_dev_evaluations_record_the_metrics_keys(tiny, tmp_path):
+def test_dev_evaluations_record_the_metrics_keys(tiny_run, tmp_path):
     d = FakeEval(MeanMatch.Config(pairs=4, iterations=4, eval_every=2, checkpoint_every=0))
-    ps = distill(tiny, d, tmp_path / "ps", eval_data=tiny[1])
+    ps = distill(tiny_run, d, tmp_path / "ps", eval_data=tiny_run[1])
     evals = ps.meta["history"]["eval"]
     assert [e["iteration"] for e in evals] == [2, 4]
     assert all(set(e) == {"iteration", *KEYS, "rsum"} for e in evals)
     assert PairSet.load(tmp_path / "ps" / "best").meta["selected"]["iteration"] == 4
 
 
-def test_trajectory_matching_keeps_no_run_state_on_the_distiller(tiny, tmp_path):
-    from vlcore.matching import MatchingRun, StudentInputs
+def test_trajectory_matching_keeps_no_run_state_on_the_distiller(tiny_run, tmp_path):
+    from vlcore.distill.matching import MatchingRun, StudentInputs
     from vlcore.plugins.distillers.bitraj import BiTrajectory
 
     cfg = BiTrajectory.Config(pairs=4, iterations=2, syn_steps=2, max_start_epoch=1, checkpoint_every=0)
     d = BiTrajectory(cfg)
-    first = distill(tiny, d, tmp_path / "a")
+    first = distill(tiny_run, d, tmp_path / "a")
     assert vars(d) == {"config": cfg}
-    again = distill(tiny, d, tmp_path / "b")  # the same instance runs again, from scratch
+    again = distill(tiny_run, d, tmp_path / "b")  # the same instance runs again, from scratch
     assert torch.equal(first.images, again.images) and torch.equal(first.text, again.text)
-    with use_host(tiny[0]):
-        ctx = context(tiny, tmp_path / "c")
+    with use_host(tiny_run[0]):
+        ctx = context(tiny_run, tmp_path / "c")
         state = d.setup(ctx)
         d.init_synthetic(ctx, state)
         inputs = d.student_inputs(ctx, state, d.plan(state))
@@ -275,13 +239,13 @@ def test_trajectory_matching_keeps_no_run_state_on_the_distiller(tiny, tmp_path)
     assert list(inputs) == ["x", "text", "lr_img", "lr_txt"] and inputs["lr_img"] is inputs.lr_img
 
 
-def test_lors_student_inputs_carry_the_similarity_in_extra(tiny, tmp_path):
+def test_lors_student_inputs_carry_the_similarity_in_extra(tiny_run, tmp_path):
     from vlcore.plugins.distillers.lors import DIAG, SIMILARITY, LoRS
 
     d = LoRS(LoRS.Config(pairs=4, iterations=1, syn_steps=2, max_start_epoch=1, batch_syn=2, rank=2,
                          pay_for_similarity=False))
-    with use_host(tiny[0]):
-        ctx = context(tiny, tmp_path)
+    with use_host(tiny_run[0]):
+        ctx = context(tiny_run, tmp_path)
         state = d.setup(ctx)
         d.init_synthetic(ctx, state)
         inputs = d.student_inputs(ctx, state, d.plan(state))
@@ -289,11 +253,11 @@ def test_lors_student_inputs_carry_the_similarity_in_extra(tiny, tmp_path):
     assert torch.equal(inputs.extra[SIMILARITY].detach(), torch.eye(4)) and inputs[SIMILARITY].requires_grad
 
 
-def test_frozen_backbone_inputs_map_pairs_to_feature_rows(tiny, tmp_path):
-    from vlcore.matching import Plan
+def test_frozen_backbone_inputs_map_pairs_to_feature_rows(tiny_run, tmp_path):
+    from vlcore.distill.matching import Plan
     from vlcore.plugins.distillers.bitraj import BiTrajectory
 
-    host, data, _ = tiny
+    host, data, _ = tiny_run
     spec = dataclasses.replace(TINY_SPEC, trainable="frozen")
     with use_host(host):
         buf = train_experts(spec, data, ExpertConfig(num_experts=1, epochs=1, batch_size=8, lr=0.05),
@@ -337,20 +301,20 @@ def _async_starts():
     return AsyncStarts
 
 
-def test_a_method_with_its_own_start_epochs_and_matching_loss_fits_the_recipe(tiny, tmp_path):
-    from vlcore.matching import Plan
+def test_a_method_with_its_own_start_epochs_and_matching_loss_fits_the_recipe(tiny_run, tmp_path):
+    from vlcore.distill.matching import Plan
 
     cls = _async_starts()
     C.check_distiller(cls, {"pairs": 4, "iterations": 2, "syn_steps": 2, "max_start_epoch": 1, "checkpoint_every": 0})
     d = cls(cls.Config(pairs=4, syn_steps=2, max_start_epoch=1))
-    with use_host(tiny[0]):
-        ctx = context(tiny, tmp_path)
+    with use_host(tiny_run[0]):
+        ctx = context(tiny_run, tmp_path)
         state = d.setup(ctx)
         d.init_synthetic(ctx, state)
         plan = Plan(0, 0, [torch.arange(4)] * 2, starts={"txt": 1})
         start, target = d.trajectory(state, plan, "cpu")
         u, _ = d.build_unroll(ctx, state, plan)
-    ex, blocks = tiny[2].load(0), state.runtime.layout.blocks
+    ex, blocks = tiny_run[2].load(0), state.runtime.layout.blocks
     assert torch.equal(start[blocks["img"]], ex["img.0"]) and torch.equal(start[blocks["txt"]], ex["txt.1"])
     assert torch.equal(target[blocks["img"]], ex["img.1"]) and torch.equal(target[blocks["txt"]], ex["txt.2"])
     loss, parts = u.loss(start)  # the student at its start: 1 per modality, as for the squared loss
@@ -358,8 +322,9 @@ def test_a_method_with_its_own_start_epochs_and_matching_loss_fits_the_recipe(ti
 
 
 def test_every_backend_matches_with_the_unrolls_own_loss():
+    from vlcore.distill.unroll import FuncBackend, Unroll
+    from vlcore.model.params import ParamLayout
     from vlcore.plugins.unroll_backends import CheckpointBackend
-    from vlcore.unroll import FuncBackend, ParamLayout, Unroll
 
     w = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
     layout = ParamLayout({"a": torch.Size([2]), "t": torch.Size([1])}, {"a": "img", "t": "txt"})
@@ -392,7 +357,7 @@ def test_a_distiller_without_an_unroll_runs_checkpoints_and_resumes_from_vl_dist
     full = PairSet.load(a)
     assert full.meta["iterations_done"] == 4 and len(full.meta["history"]["loss"]) == 4
     vl("distill", *common, "--buffer", a / "buffer", "--iterations", 2, "--out", b)
-    from vlcore.checkpoint import read_state
+    from vlcore.artifacts.checkpoint import read_state
 
     assert read_state(b / "checkpoint.safetensors")[0]["iteration"] == 2
     vl("distill", *common, "--buffer", a / "buffer", "--iterations", 4, "--out", b, "--resume")

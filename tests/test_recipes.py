@@ -13,39 +13,26 @@ from pathlib import Path
 import click
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors import safe_open
 
 from vlcore import hookimpl
-from vlcore.checkpoint import read_state
-from vlcore.losses import contrastive_loss
-from vlcore.matching import TrajectoryMatching
-from vlcore.pairset import PairSet
+from vlcore.artifacts.checkpoint import read_state
+from vlcore.data.pairset import PairSet
+from vlcore.distill.matching import TrajectoryMatching
+from vlcore.model.losses import contrastive_loss
+from vlcore.testing.cli import invoke_vl as vl
+from vlcore.testing.runs import (DISTILL_STAGE, EXPERTS_STAGE, FAST_DISTILL_ARGS, RANDOM_STAGE,
+                                TINY_DATA_ARGS as TINY, TINY_MODEL_ARGS as MODEL, cli_buffer, tiny_recipe)
 
 pytest_plugins = ["vlcore.testing.fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
-FAST = ["--pairs", "4", "--iterations", "3", "--syn-steps", "2", "--expert-epochs", "1", "--max-start-epoch", "1",
-        "--no-eval"]
-
-
-def vl(*args, ok=True):
-    from vlcore.cli.main import cli
-
-    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
+FAST = [*FAST_DISTILL_ARGS, "--iterations", "3"]
 
 
 @pytest.fixture(scope="module")
 def buffer(tmp_path_factory):
-    out = tmp_path_factory.mktemp("buf") / "buffer"
-    vl("experts", *TINY, *MODEL, "--num-experts", 2, "--epochs", 2, "--batch-size", 16, "--out", out)
-    return out
+    return cli_buffer(tmp_path_factory.mktemp("buf") / "buffer")
 
 
 # ------------------------------------------------------------------------------ a third-party distiller
@@ -131,49 +118,10 @@ def test_config_file_errors_name_the_key(buffer, tmp_path):
 
 
 # ------------------------------------------------------------------------------ vl run
-RECIPE = """
-[recipe]
-description = "tiny: bitraj vs random"
-
-[common]
-dataset = "embedded"
-dataset-option = ["num_train=24", "num_dev=12", "image_size=32"]
-encoder = "convnet"
-encoder-option = ["width=8"]
-image-size = 16
-
-[stages.buffer]
-run = "experts"
-num-experts = 1
-epochs = 2
-batch-size = 16
-
-[stages.distilled]
-run = "distill"
-buffer = "@buffer"
-pairs = 4
-iterations = 2
-syn-steps = 2
-max-start-epoch = 1
-no-eval = true
-
-[stages.random]
-run = "coreset"
-method = "random"
-budget = 4
-
-[stages.eval-distilled]
-run = "eval"
-pairset = "@distilled"
-seeds = 1
-epochs = 2
-
-[stages.eval-random]
-run = "eval"
-pairset = "@random"
-seeds = 1
-epochs = 2
-"""
+EVAL_STAGE = {"run": "eval", "seeds": 1, "epochs": 2}
+RECIPE = tiny_recipe({"buffer": EXPERTS_STAGE, "distilled": DISTILL_STAGE, "random": RANDOM_STAGE,
+                      "eval-distilled": {**EVAL_STAGE, "pairset": "@distilled"},
+                      "eval-random": {**EVAL_STAGE, "pairset": "@random"}}, "tiny: bitraj vs random")
 
 
 def test_vl_run_runs_resumes_and_reuses_stages(tmp_path):
@@ -203,18 +151,8 @@ def test_vl_run_runs_resumes_and_reuses_stages(tmp_path):
 
 def test_vl_run_single_eval_json_has_the_keys_of_vl_eval(tmp_path):
     recipe = tmp_path / "one.toml"
-    recipe.write_text(RECIPE.split("[stages.distilled]")[0] + """
-[stages.random]
-run = "coreset"
-method = "random"
-budget = 4
-
-[stages.eval]
-run = "eval"
-pairset = "@random"
-seeds = 1
-epochs = 2
-""")
+    recipe.write_text(tiny_recipe({"buffer": EXPERTS_STAGE, "random": RANDOM_STAGE,
+                                   "eval": {**EVAL_STAGE, "pairset": "@random"}}, "tiny: bitraj vs random"))
     res = vl("run", recipe, "--out", tmp_path / "o", "--split", "dev", "--json")
     metrics = json.loads(res.stdout.strip().splitlines()[-1])
     direct = json.loads(vl("eval", tmp_path / "o" / "random", "--eval-seeds", 1, "--eval-epochs", 2, "--json",
@@ -259,8 +197,8 @@ def test_flickr8k_rows_resolve_to_the_documented_protocol(row):
     """Each documented row's recipe, with its --set overrides, resolves to the protocol RESULTS.md
     states: frozen EfficientNet-Lite0 at 112 px + MiniLM, evaluated on dev by 3 fresh models."""
     import vlcore.cli.main  # noqa: F401  (registers the commands)
+    from vlcore.artifacts.experiment import load, override
     from vlcore.cli.run import stage_argv
-    from vlcore.experiment import load, override
 
     argv = DOCUMENTED[row]
     exp = load(str(ROOT / argv[0]))
@@ -290,8 +228,8 @@ def parsed(argv: list[str]) -> tuple[click.Context, dict]:
 @pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "recipes").glob("*.toml")
                                         if not p.name.endswith(("-base.toml", "-experts.toml"))))
 def test_every_shipped_recipe_parses_and_resolves(path):
+    from vlcore.artifacts.experiment import load
     from vlcore.cli.run import stage_argv
-    from vlcore.experiment import load
 
     exp = load(str(ROOT / "recipes" / path))
     assert exp.description
@@ -307,7 +245,7 @@ def test_every_shipped_recipe_parses_and_resolves(path):
 
 
 def test_the_demo_is_the_embedded_recipe():
-    from vlcore.experiment import load
+    from vlcore.artifacts.experiment import load
 
     exp = load("demo")
     assert [s.command for s in exp.stages] == ["experts", "distill", "distill", "coreset", "eval", "eval", "eval"]

@@ -17,63 +17,37 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from vlcore.checkpoint import read_state
+from vlcore.artifacts.checkpoint import read_state
+from vlcore.artifacts.io import RECORD_NAME, atomic_path
+from vlcore.artifacts.outdir import OutputFolder
 from vlcore.components import DistillContext
-from vlcore.errors import BusyError, DataError, OutputError
-from vlcore.io import RECORD_NAME, atomic_path
-from vlcore.model import ModelSpec
-from vlcore.outdir import OutputFolder
-from vlcore.pairset import PIXEL_LIMIT, PairSet
-from vlcore.pipeline import build_dataset, build_text_encoder, split_data
+from vlcore.core.errors import BusyError, DataError, OutputError
+from vlcore.data.checks import PIXEL_LIMIT
+from vlcore.data.pairset import PairSet
+from vlcore.distill.contract import PeriodicEval, RunState, StepResult
+from vlcore.distill.recipe import NonFiniteError, run
 from vlcore.plugins.distillers.bitraj import BiTrajectory
-from vlcore.recipe import NonFiniteError, RunState, StepResult
-from vlcore.registry import PluginHost
-from vlcore.testing.cli import vl_command
-from vlcore.trajectories import Buffer, ExpertConfig, train_experts
+from vlcore.testing.cli import invoke_vl as vl, vl_command
+from vlcore.testing.runs import (
+    CONVNET_SPEC as SPEC, DISTILL_STAGE, EXPERTS_STAGE, FAST_DISTILL_ARGS as FAST, RANDOM_STAGE,
+    TINY_DATA_ARGS as TINY, TINY_MODEL_ARGS as MODEL, cli_buffer as make_cli_buffer, embedded_buffer,
+    interrupted, tiny_recipe
+)
+from vlcore.training.buffer import Buffer
+from vlcore.training.experts import ExpertConfig, train_experts
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ModelSpec(encoder="convnet", encoder_options={"width": 8, "depth": 2}, image_size=16, trainable="full")
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
-FAST = ["--pairs", "4", "--syn-steps", "2", "--expert-epochs", "1", "--max-start-epoch", "1", "--no-eval"]
-
-
-def vl(*args, ok=True):
-    from vlcore.cli.main import cli
-
-    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert res.exit_code == 0, res.output
-    return res
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
-
-
-@pytest.fixture(scope="module")
-def data(host):
-    ds = build_dataset("embedded", options={"num_train": 40, "num_dev": 20, "image_size": 32}, host=host)
-    te = build_text_encoder(SPEC, host)
-    return split_data(ds.split("train"), SPEC, te), split_data(ds.split("dev"), SPEC, te)
 
 
 @pytest.fixture(scope="module")
 def buffer(tmp_path_factory, data):
-    out = tmp_path_factory.mktemp("buf") / "buffer"
-    return train_experts(SPEC, data[0], ExpertConfig(num_experts=2, epochs=3, batch_size=32), out,
-                         dataset_info={"name": "embedded", "fingerprint": "x"})
+    return embedded_buffer(SPEC, data[0], tmp_path_factory.mktemp("buf") / "buffer")
 
 
 @pytest.fixture(scope="module")
 def cli_buffer(tmp_path_factory):
-    out = tmp_path_factory.mktemp("clibuf") / "buf"
-    vl("experts", *TINY, *MODEL, "--num-experts", 2, "--epochs", 2, "--batch-size", 16, "--out", out)
-    return out
+    return make_cli_buffer(tmp_path_factory.mktemp("clibuf") / "buf")
 
 
 def config(**opts):
@@ -105,28 +79,7 @@ def test_a_malicious_checkpoint_runs_nothing(tmp_path):
     """A crafted pickle as checkpoint.safetensors and as checkpoint.pt, met by `vl distill --resume`
     and by `vl run` (as `vl demo` meets it): refused with a clear error, and no code runs."""
     recipe = tmp_path / "r.toml"
-    recipe.write_text("""[common]
-dataset = "embedded"
-dataset-option = ["num_train=24", "num_dev=12", "image_size=32"]
-encoder = "convnet"
-encoder-option = ["width=8"]
-image-size = 16
-
-[stages.buffer]
-run = "experts"
-num-experts = 1
-epochs = 2
-batch-size = 16
-
-[stages.distilled]
-run = "distill"
-buffer = "@buffer"
-pairs = 4
-iterations = 2
-syn-steps = 2
-max-start-epoch = 1
-no-eval = true
-""")
+    recipe.write_text(tiny_recipe({"buffer": EXPERTS_STAGE, "distilled": DISTILL_STAGE}))
     out = tmp_path / "exp"
     vl("run", recipe, "--out", out)
     marker = tmp_path / "PWNED"
@@ -288,30 +241,8 @@ def test_interrupted_experts_leave_no_temp_file_and_resume_to_the_same_buffer(tm
 
 def test_vl_run_resumes_every_kind_of_interrupted_stage(tmp_path):
     recipe = tmp_path / "r.toml"
-    recipe.write_text("""[common]
-dataset = "embedded"
-dataset-option = ["num_train=24", "num_dev=12", "image_size=32"]
-encoder = "convnet"
-encoder-option = ["width=8"]
-image-size = 16
-
-[stages.buffer]
-run = "experts"
-num-experts = 1
-epochs = 1
-batch-size = 16
-
-[stages.random]
-run = "coreset"
-method = "random"
-budget = 4
-
-[stages.eval]
-run = "eval"
-pairset = "@random"
-seeds = 1
-epochs = 1
-""")
+    recipe.write_text(tiny_recipe({"buffer": {**EXPERTS_STAGE, "epochs": 1}, "random": RANDOM_STAGE,
+                                   "eval": {"run": "eval", "pairset": "@random", "seeds": 1, "epochs": 1}}))
     out = tmp_path / "exp"
     vl("run", recipe, "--out", out)
     first = (out / "eval" / "metrics.json").read_bytes()
@@ -339,42 +270,32 @@ class InterruptedMidStep(BiTrajectory):
         return super().student_inputs(ctx, state, plan)
 
 
-class InterruptedEval(BiTrajectory):
-    """bitraj interrupted (Ctrl-C) during its 2nd dev evaluation."""
-
-    def evaluate(self, ctx, state):
-        self.evals = getattr(self, "evals", 0) + 1
-        if self.evals == 2:
-            raise KeyboardInterrupt
-        return super().evaluate(ctx, state)
-
-
 @pytest.mark.parametrize("how", ["sigint", "sigterm"])
 def test_ctrl_c_or_sigterm_then_resume_reaches_the_uninterrupted_result(buffer, data, tmp_path, host, how):
     handler = signal.getsignal(signal.SIGTERM)
-    full = BiTrajectory(config()).distill(ctx(buffer, data, tmp_path / "a", host))
+    full = run(BiTrajectory(config()), ctx(buffer, data, tmp_path / "a", host))
     d = InterruptedMidStep(config())
     d.how = how
     with pytest.raises(KeyboardInterrupt) as err:
-        d.distill(ctx(buffer, data, tmp_path / "b", host))
+        run(d, ctx(buffer, data, tmp_path / "b", host))
     assert (how == "sigterm") == (type(err.value).__name__ == "Terminated")
     meta = read_state(tmp_path / "b" / "checkpoint.safetensors")[0]  # checkpoint_every is 100: written on the way out
     assert meta["iteration"] == 4
     assert signal.getsignal(signal.SIGTERM) is handler  # the handler was put back
-    resumed = BiTrajectory(config()).distill(ctx(buffer, data, tmp_path / "b", host, resume=True))
+    resumed = run(BiTrajectory(config()), ctx(buffer, data, tmp_path / "b", host, resume=True))
     same_set(resumed, full)
     assert resumed.meta["history"]["loss"] == full.meta["history"]["loss"]
 
 
 def test_interrupted_dev_evaluation_is_repeated_on_resume(buffer, data, tmp_path, host):
-    kw = dict(eval_data=data[1], eval_options={"seeds": 1, "epochs": 1})
+    kw = dict(eval_data=data[1], eval_options=PeriodicEval(seeds=1, epochs=1))
     cfg = config(iterations=5, eval_every=2)
-    full = BiTrajectory(cfg).distill(ctx(buffer, data, tmp_path / "a", host, **kw))
+    full = run(BiTrajectory(cfg), ctx(buffer, data, tmp_path / "a", host, **kw))
     with pytest.raises(KeyboardInterrupt):
-        InterruptedEval(cfg).distill(ctx(buffer, data, tmp_path / "b", host, **kw))
+        run(interrupted(BiTrajectory, 2, "evaluate")(cfg), ctx(buffer, data, tmp_path / "b", host, **kw))
     meta = read_state(tmp_path / "b" / "checkpoint.safetensors")[0]
     assert meta["iteration"] == 4 and meta["eval_pending"]
-    resumed = BiTrajectory(cfg).distill(ctx(buffer, data, tmp_path / "b", host, resume=True, **kw))
+    resumed = run(BiTrajectory(cfg), ctx(buffer, data, tmp_path / "b", host, resume=True, **kw))
     same_set(resumed, full)
     assert resumed.meta["history"]["eval"] == full.meta["history"]["eval"]
     assert [e["iteration"] for e in full.meta["history"]["eval"]] == [2, 4, 5]
@@ -394,9 +315,9 @@ class Explodes(BiTrajectory):
 
 
 def test_an_exploded_update_is_rolled_back_and_the_last_good_set_saved(buffer, data, tmp_path, host):
-    good = BiTrajectory(config(iterations=2)).distill(ctx(buffer, data, tmp_path / "good", host))
+    good = run(BiTrajectory(config(iterations=2)), ctx(buffer, data, tmp_path / "good", host))
     with pytest.raises(NonFiniteError, match="rolled back: synthetic pixels reached") as err:
-        Explodes(config(iterations=3, max_failures=1)).distill(ctx(buffer, data, tmp_path / "x", host))
+        run(Explodes(config(iterations=3, max_failures=1)), ctx(buffer, data, tmp_path / "x", host))
     assert "--clamp-images" in str(err.value) and "last good set saved" in str(err.value)
     saved = PairSet.load(tmp_path / "x")
     same_set(saved, good)  # really the set before the exploded update
@@ -404,7 +325,7 @@ def test_an_exploded_update_is_rolled_back_and_the_last_good_set_saved(buffer, d
     _, tensors = read_state(tmp_path / "x" / "checkpoint.safetensors")
     torch.testing.assert_close(tensors["learned.images"], good.images, rtol=0, atol=0)
     # with failures to spare the run goes on: the rolled-back iteration is skipped, not recorded
-    ps = Explodes(config(iterations=4)).distill(ctx(buffer, data, tmp_path / "y", host))
+    ps = run(Explodes(config(iterations=4)), ctx(buffer, data, tmp_path / "y", host))
     assert ps.meta["history"]["iteration"] == [1, 2, 4] and float(ps.images.abs().max()) <= PIXEL_LIMIT
 
 
@@ -446,15 +367,15 @@ def test_a_stuck_loss_or_collapsed_step_sizes_are_reported(tmp_path):
 
 # ------------------------------------------------------------------------------ inputs that change
 def test_a_changed_buffer_is_refused_and_a_copied_one_resumes(buffer, data, tmp_path, host):
-    BiTrajectory(config(iterations=2)).distill(ctx(buffer, data, tmp_path / "run", host))
+    run(BiTrajectory(config(iterations=2)), ctx(buffer, data, tmp_path / "run", host))
     other = train_experts(SPEC, data[0], ExpertConfig(num_experts=2, epochs=3, batch_size=32, seed=5),
                           tmp_path / "other", dataset_info={"name": "embedded", "fingerprint": "x"})
     with pytest.raises(DataError, match="the expert buffer"):
-        BiTrajectory(config(iterations=3)).distill(ctx(other, data, tmp_path / "run", host, resume=True))
+        run(BiTrajectory(config(iterations=3)), ctx(other, data, tmp_path / "run", host, resume=True))
     # the run key holds the buffer's content, not its path: a copied run folder and buffer resume
     shutil.copytree(buffer.path, tmp_path / "copy" / "buffer")
     shutil.copytree(tmp_path / "run", tmp_path / "copy" / "run")
-    ps = BiTrajectory(config(iterations=3)).distill(ctx(Buffer(tmp_path / "copy" / "buffer"), data,
+    ps = run(BiTrajectory(config(iterations=3)), ctx(Buffer(tmp_path / "copy" / "buffer"), data,
                                                         tmp_path / "copy" / "run", host, resume=True))
     assert ps.meta["iterations_done"] == 3
 
@@ -477,7 +398,7 @@ def test_an_occupied_folder_is_never_the_input(tmp_path):
 
 def test_an_exploded_model_scores_nothing():
     """NaN similarities (weights that exploded) count against the model: no perfect recall."""
-    from vlcore.metrics import recall_from_ranks, retrieval_ranks
+    from vlcore.model.metrics import recall_from_ranks, retrieval_ranks
 
     img, txt = torch.full((4, 8), float("nan")), torch.full((8, 8), float("nan"))
     m = recall_from_ranks(*retrieval_ranks(img, txt, torch.arange(4).repeat_interleave(2)))
@@ -485,7 +406,7 @@ def test_an_exploded_model_scores_nothing():
 
 
 def test_a_folder_named_demo_does_not_hide_the_embedded_recipe(tmp_path, monkeypatch):
-    from vlcore.experiment import resolve_path
+    from vlcore.artifacts.experiment import resolve_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo").mkdir()  # e.g. the --out of an earlier `vl run demo --out demo`

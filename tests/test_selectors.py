@@ -8,25 +8,17 @@ import math
 import pytest
 import torch
 
-from vlcore.components import Selector
-from vlcore.errors import ConfigError, UnknownComponentError
-from vlcore.model import ModelSpec
-from vlcore.pipeline import PairData
-from vlcore.components import SelectContext
-from vlcore.coreset import as_selection, run_selector
-from vlcore.errors import VLError
+from vlcore.components import SelectContext, Selector
+from vlcore.core.errors import ConfigError, UnknownComponentError, VLError
+from vlcore.data.pipeline import PairData
+from vlcore.distill.coreset import as_selection, run_selector
+from vlcore.model.encoder import ModelSpec
 from vlcore.plugins.selectors import algorithms as S
 from vlcore.plugins.selectors.components import joint_space
-from vlcore.registry import PluginHost
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 METHODS = ("random", "herding", "kcenter", "forgetting")
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,9 @@ import shutil
 
 import pytest
 
-from vlcore.pairset import PairSet
+from vlcore.data.pairset import PairSet
 from vlcore.testing.cli import invoke_vl as vl, run_vl
+from vlcore.testing.runs import DISTILL_STAGE, tiny_recipe
 
 pytest_plugins = ["vlcore.testing.fixtures"]
 
@@ -99,28 +100,8 @@ def test_distill_copied_folder_resumes_and_a_refused_resume_says_what_differs(tm
 
 def test_vl_run_folder_copied_elsewhere_is_reused(tmp_path):
     recipe = tmp_path / "r.toml"
-    recipe.write_text("""
-[common]
-dataset = "embedded"
-dataset-option = ["num_train=24", "num_dev=12"]
-encoder = "convnet"
-encoder-option = ["width=8"]
-image-size = 16
-
-[stages.buffer]
-run = "experts"
-num-experts = 1
-train-epochs = 2
-
-[stages.distilled]
-run = "distill"
-buffer = "@buffer"
-pairs = 4
-iterations = 2
-syn-steps = 2
-max-start-epoch = 1
-no-eval = true
-""")
+    recipe.write_text(tiny_recipe({"buffer": {"run": "experts", "num-experts": 1, "train-epochs": 2},
+                                   "distilled": DISTILL_STAGE}, **{"dataset-option": ["num_train=24", "num_dev=12"]}))
     vl("run", recipe, "--out", tmp_path / "x")
     shutil.copytree(tmp_path / "x", tmp_path / "y")
     res = vl("run", recipe, "--out", tmp_path / "y")
@@ -132,7 +113,7 @@ class Untouchable:
 
     @staticmethod
     def dataset():
-        from vlcore.data import Dataset
+        from vlcore.data.dataset import Dataset
 
         class UntouchableDataset(Dataset):
             """Fails the test when any data is read."""

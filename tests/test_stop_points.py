@@ -1,7 +1,7 @@
 """Every interrupted vl command can be continued (``--resume``) or replaced (``--overwrite``).
 
 A ``kill -9`` can stop a command between any two of its writes.  Each write of vlcore into an output
-folder goes through its record (:class:`vlcore.io.FileRecord`: a temporary file recorded, created,
+folder goes through its record (:class:`vlcore.artifacts.io.FileRecord`: a temporary file recorded, created,
 the file recorded, renamed, the temporary file recorded gone), so these tests stop a real ``vl``
 process with ``os._exit`` right before the N-th record entry, for stop points spread over the whole
 run (each file's write), then check that the same command with ``--resume`` finishes to the result
@@ -17,19 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from vlcore.io import TEMP_SUFFIX
-from vlcore.outdir import describe
+from vlcore.artifacts.io import TEMP_SUFFIX
+from vlcore.artifacts.outdir import describe
+from vlcore.testing.runs import EXPERTS_STAGE
+from vlcore.testing.runs import FAST_DISTILL_ARGS as FAST
+from vlcore.testing.runs import TINY_DATA_ARGS as TINY
+from vlcore.testing.runs import TINY_MODEL_ARGS as MODEL
+from vlcore.testing.runs import tiny_recipe
 
-TINY = ["--dataset", "embedded", "--dataset-option", "num_train=24", "--dataset-option", "num_dev=12",
-        "--dataset-option", "image_size=32"]
-MODEL = ["--encoder", "convnet", "--encoder-option", "width=8", "--image-size", "16"]
-FAST = ["--pairs", "4", "--syn-steps", "2", "--expert-epochs", "1", "--max-start-epoch", "1", "--no-eval"]
 
 #: runs ``vl ARGS`` and dies (as kill -9 would: no cleanup) right before its N-th record entry (0: never);
 #: every entry (of every output folder's record) is traced to the file TRACE
 DIE = """
 import os, sys
-from vlcore import io
+from vlcore.artifacts import io
 n, trace, count, orig = int(sys.argv[1]), open(sys.argv[2], "w"), [0], io.FileRecord.add
 def add(self, what, path):
     count[0] += 1
@@ -138,36 +139,10 @@ def test_distill_with_a_buffer_and_experts_resume_from_every_stop_point(tmp_path
             assert same(tensors(out), tensors(ref))
 
 
-RECIPE = """
-[recipe]
-description = "stop points"
-
-[common]
-dataset = "embedded"
-dataset-option = ["num_train=24", "num_dev=12", "image_size=32"]
-encoder = "convnet"
-encoder-option = ["width=8"]
-image-size = 16
-seed = 0
-
-[stages.buffer]
-run = "experts"
-num-experts = 2
-epochs = 1
-batch-size = 16
-
-[stages.cs]
-run = "coreset"
-method = "random"
-pairs = 4
-buffer = "@buffer"
-
-[stages.ev]
-run = "eval"
-pairset = "@cs"
-eval-seeds = 1
-eval-epochs = 1
-"""
+RECIPE = tiny_recipe({"buffer": {**EXPERTS_STAGE, "num-experts": 2, "epochs": 1},
+                      "cs": {"run": "coreset", "method": "random", "pairs": 4, "buffer": "@buffer"},
+                      "ev": {"run": "eval", "pairset": "@cs", "eval-seeds": 1, "eval-epochs": 1}},
+                     "stop points", seed=0)
 
 
 def test_vl_run_continues_from_every_stop_point(tmp_path):

@@ -3,11 +3,12 @@ exact constant-memory checkpoint backend and TESLA's approximation) in float64."
 import pytest
 import torch
 
-from vlcore.losses import contrastive_loss
-from vlcore.model import ModelSpec
-from vlcore.pipeline import build_model
+from vlcore.data.pipeline import build_model
+from vlcore.distill.unroll import FuncBackend, Unroll, contrastive_step_loss, student, trajectory_loss
+from vlcore.model.encoder import ModelSpec
+from vlcore.model.losses import contrastive_loss
+from vlcore.model.params import ParamLayout
 from vlcore.plugins.unroll_backends import CheckpointBackend, HigherBackend, TeslaBackend
-from vlcore.unroll import FuncBackend, ParamLayout, Unroll, contrastive_step_loss, student, trajectory_loss
 
 SPEC = ModelSpec(encoder="convnet", encoder_options={"width": 4, "depth": 2}, image_size=8, trainable="full",
                  dropout=0.0)
@@ -96,7 +97,7 @@ def test_func_and_higher_give_the_same_gradients():
 
 
 def test_higher_refuses_lora_models():
-    from vlcore.errors import VLError
+    from vlcore.core.errors import VLError
 
     model, _, _ = tiny()
     model.backbone.register_parameter("lora_A_fake", torch.nn.Parameter(torch.zeros(1)))
@@ -127,14 +128,19 @@ def _relative(a, b):
     return float((a - b).norm() / b.norm())
 
 
+def _model_and_batch(spec):
+    """A float64 model of ``spec`` (5-d text) in train mode, 6 images and 6 texts (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    model = build_model(spec, 5, seed=0).double().train()
+    images = torch.rand(6, 3, 8, 8, generator=g, dtype=torch.float64)
+    return model, images, torch.randn(6, 5, generator=g, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_checkpoint_backend_is_the_exact_gradient(dropout):
     spec = ModelSpec(encoder="convnet", encoder_options={"width": 4, "depth": 2}, image_size=8, trainable="full",
                      dropout=dropout)
-    g = torch.Generator().manual_seed(0)
-    model = build_model(spec, 5, seed=0).double().train()
-    images = torch.rand(6, 3, 8, 8, generator=g, dtype=torch.float64)
-    text = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    model, images, text = _model_and_batch(spec)
     full, after_full = _unroll(model, images, text, FuncBackend())
     ck, after_ck = _unroll(model, images, text, CheckpointBackend())
     assert ck.loss == pytest.approx(full.loss, rel=1e-12)
@@ -144,10 +150,7 @@ def test_checkpoint_backend_is_the_exact_gradient(dropout):
 
 
 def test_tesla_is_an_approximation_of_a_measured_size():
-    g = torch.Generator().manual_seed(0)
-    model = build_model(SPEC, 5, seed=0).double().train()
-    images = torch.rand(6, 3, 8, 8, generator=g, dtype=torch.float64)
-    text = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    model, images, text = _model_and_batch(SPEC)
     full, _ = _unroll(model, images, text, FuncBackend())
     tesla, _ = _unroll(model, images, text, TeslaBackend())
     one_step_full, _ = _unroll(model, images, text, FuncBackend(), steps=1)
@@ -176,8 +179,8 @@ def test_checkpoint_in_lower_precision_stays_close():
 def test_store_options_reach_the_recomputing_backends_and_are_refused_elsewhere():
     from types import SimpleNamespace
 
-    from vlcore.errors import ConfigError
-    from vlcore.matching import TrajectoryMatching
+    from vlcore.core.errors import ConfigError
+    from vlcore.distill.matching import TrajectoryMatching
 
     ctx = SimpleNamespace(host=None)
     cfg = TrajectoryMatching.Config(unroll="checkpoint", unroll_store_dtype="float16", unroll_store_device="cpu")

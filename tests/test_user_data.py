@@ -8,8 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from vlcore.errors import DataError
-from vlcore.registry import PluginHost
+from vlcore.core.errors import DataError
+from vlcore.core.registry import PluginHost
 from vlcore.testing.contracts import check_dataset
 
 HOST = PluginHost()

@@ -8,6 +8,6 @@ try:
 except Exception:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-from .hookspecs import hookimpl  # noqa: E402
+from vlcore.core.hookspecs import hookimpl  # noqa: E402
 
 __all__ = ["hookimpl", "__version__"]

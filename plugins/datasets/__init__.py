@@ -9,7 +9,7 @@ or JSON Lines file of captions), :mod:`.hf` (a Hugging Face ``datasets`` dataset
 holds the readers they share, :mod:`._table` the rows-to-splits logic of the last two.
 
 Every dataset reads its caption files lazily (in :meth:`load_split`) and caches what it parsed on
-the instance.  Problems with the files raise :class:`vlcore.errors.DataError` naming the file, what
+the instance.  Problems with the files raise :class:`vlcore.core.errors.DataError` naming the file, what
 was expected and how to fix it.  Image loaders are small picklable objects (so they survive being
 sent to worker processes) that return RGB ``PIL.Image`` objects.
 """

@@ -1,16 +1,31 @@
-"""Readers shared by the file-based datasets: data folders, text files, image-file checks and the
-picklable image loader.  Problems raise :class:`vlcore.errors.DataError` naming the file and the fix."""
+"""Readers shared by the file-based datasets: the options of a data folder, data folders, text files,
+image-file checks and the picklable image loader.  Problems raise :class:`vlcore.core.errors.DataError`
+naming the file and the fix."""
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
-from vlcore.errors import DataError
+from vlcore.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
 #: how many missing files an error message lists before summarising the rest as a count
 SHOW_MISSING = 5
+
+
+@dataclass(frozen=True)
+class FolderConfig:
+    """The options of a dataset read from a data folder (the Config of ``flickr8k``, ``flickr30k``
+    and ``coco`` is or extends it)."""
+
+    #: the data folder (``--data DIR``)
+    root: str | None = None
+    #: at most this many images per split (the first ones), for tests and quick runs
+    limit: int | None = None
+    #: hold this many training images out as the split "holdout" (for tuning; 0: none)
+    holdout: int = 0
 
 
 # ============================================================================ shared file helpers

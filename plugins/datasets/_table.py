@@ -1,7 +1,7 @@
 """Image-caption tables (a CSV of the user's own data, a Hugging Face ``datasets`` dataset): rows of
 (image, caption[, split]) grouped into images with several captions, and split either by a column
 or by a seeded split of the images whose sizes are options.  Shared by :mod:`.captions` and
-:mod:`.hf`; problems raise :class:`vlcore.errors.DataError` naming the file and row."""
+:mod:`.hf`; problems raise :class:`vlcore.core.errors.DataError` naming the file and row."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,8 +9,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from vlcore.config import INT64_MAX, SEED, ranged
-from vlcore.errors import ConfigError, DataError, suggest
+from vlcore.core.config import INT64_MAX, SEED, ranged
+from vlcore.core.errors import ConfigError, DataError, suggest
 
 #: split names a column may use -> vlcore's
 SPLIT_NAMES = {"train": "train", "training": "train", "restval": "train", "dev": "dev", "val": "dev",

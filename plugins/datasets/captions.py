@@ -8,8 +8,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from vlcore.data import Dataset, Split
-from vlcore.errors import DataError
+from vlcore.core.errors import DataError
+from vlcore.data.dataset import Dataset, Split
 
 from ._files import ImageFileLoader, _DirListing, decode_text, missing_message, need_root, read_bytes, stamp
 from ._table import TableConfig, assign, check_columns, group

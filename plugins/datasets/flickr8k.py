@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from vlcore.data import Dataset, Split
-from vlcore.errors import DataError
+from vlcore.core.errors import DataError
+from vlcore.data.dataset import Dataset, Split
 
-from ._files import SHOW_MISSING, ImageFileLoader, check_images, need_root, read_text, stamp
+from ._files import SHOW_MISSING, FolderConfig, ImageFileLoader, check_images, need_root, read_text, stamp
 from .layout import files_named
 
 
@@ -29,15 +28,7 @@ class Flickr8k(Dataset):
     LAYOUT = ("the Flickr8k folder (containing Flickr8k.token.txt, Flickr_8k.trainImages.txt, "
               "Flickr_8k.devImages.txt and an images/ folder)")
 
-    @dataclass(frozen=True)
-    class Config:
-        #: the Flickr8k folder (``--data DIR``)
-        root: str | None = None
-        #: at most this many images per split (the first ones), for tests and quick runs
-        limit: int | None = None
-        #: hold this many training images out as the split "holdout" (for tuning; 0: none)
-        holdout: int = 0
-
+    Config = FolderConfig
     layout_hint = "Flickr8k.token.txt with the Flickr_8k.*Images.txt split files and images/"
 
     @classmethod
@@ -105,9 +96,6 @@ class Flickr8k(Dataset):
     def load_split(self, split: str) -> Split:
         if split in self._splits:
             return self._splits[split]
-        if split not in self.SPLIT_FILES:
-            raise DataError(f"Dataset '{self.name}' has no split '{split}'. Available: "
-                            f"{', '.join(self.splits())}.")
         root = self.root
         split_path = os.path.join(root, self.SPLIT_FILES[split])
         if not os.path.isfile(split_path):

@@ -8,18 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlcore.data import Dataset, Split
-from vlcore.errors import DataError
-from vlcore.io import cache_dir, fingerprint
+from vlcore.artifacts.io import cache_dir, fingerprint
+from vlcore.core.errors import DataError
+from vlcore.data.dataset import Dataset, Split
 
 from ._files import stamp
 from ._table import SPLIT_NAMES, TableConfig, assign, check_columns, group
 from .layout import files_named, parquet_files
+from vlcore.artifacts.hub import hub_offline, hub_reachable, import_datasets
 
 
 def _datasets():
-    from vlcore.hub import import_datasets
-
     return import_datasets("Dataset 'hf'")
 
 
@@ -132,7 +131,6 @@ class HFDataset(Dataset):
         if not cfg.name:
             raise DataError("Dataset 'hf' needs --data DIR (a datasets.save_to_disk folder or parquet files) or "
                             "--dataset-option name=HUB_NAME (e.g. nlphuji/flickr30k, online).")
-        from vlcore.hub import hub_offline, hub_reachable
 
         if hub_offline() or not hub_reachable():
             fix = (f"Once online, save it with datasets.load_dataset({cfg.name!r}).save_to_disk(DIR) and pass "

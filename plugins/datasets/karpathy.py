@@ -5,10 +5,10 @@ import json
 import os
 from dataclasses import dataclass
 
-from vlcore.data import Dataset, Split
-from vlcore.errors import DataError
+from vlcore.core.errors import DataError
+from vlcore.data.dataset import Dataset, Split
 
-from ._files import SHOW_MISSING, ImageFileLoader, check_images, need_root, stamp
+from ._files import SHOW_MISSING, FolderConfig, ImageFileLoader, check_images, need_root, stamp
 from .layout import files_named
 
 
@@ -21,6 +21,13 @@ class _KarpathyDataset(Dataset):
     JSON_NAME = ""
     DOWNLOAD_HINT = ("the Karpathy split files are in caption_datasets.zip from "
                      "https://cs.stanford.edu/people/karpathy/deepimagesent/")
+
+    @dataclass(frozen=True)
+    class Config(FolderConfig):
+        #: the Karpathy split JSON (default: <root>/dataset_<name>.json, the dataset's name)
+        annotations: str | None = None
+        #: the image folder (default: found under <root>, as the dataset's help says)
+        images: str | None = None
 
     @classmethod
     def detect_layout(cls, root) -> str | None:
@@ -129,9 +136,6 @@ class _KarpathyDataset(Dataset):
     def load_split(self, split: str) -> Split:
         if split in self._splits:
             return self._splits[split]
-        if split not in self.SPLITS:
-            raise DataError(f"Dataset '{self.name}' has no split '{split}'. Available: "
-                            f"{', '.join(self.SPLITS)}.")
         path = self.annotations_path()
         wanted = self._karpathy_splits(split)
         chosen = [e for e in self.entries() if e["split"] in wanted]
@@ -172,19 +176,6 @@ class Flickr30k(_KarpathyDataset):
     layout_hint = "dataset_flickr30k.json (Karpathy's split file) and the images"
     SPLITS = {"train": ("train", "restval"), "dev": ("val",), "test": ("test",)}
 
-    @dataclass(frozen=True)
-    class Config:
-        #: the folder holding dataset_flickr30k.json and the images (``--data DIR``)
-        root: str | None = None
-        #: at most this many images per split (the first ones)
-        limit: int | None = None
-        #: hold this many training images out as the split "holdout" (for tuning; 0: none)
-        holdout: int = 0
-        #: the Karpathy split JSON (default: <root>/dataset_flickr30k.json)
-        annotations: str | None = None
-        #: the image folder (default: <root>/flickr30k-images, else <root>/images, else <root>)
-        images: str | None = None
-
     def _default_image_root(self, root: str) -> str:
         for d in ("flickr30k-images", "images"):
             if os.path.isdir(os.path.join(root, d)):
@@ -206,17 +197,7 @@ class Coco(_KarpathyDataset):
     layout_hint = "dataset_coco.json (Karpathy's split file) and train2014/, val2014/"
 
     @dataclass(frozen=True)
-    class Config:
-        #: the folder holding dataset_coco.json and the train2014/ val2014/ folders (``--data DIR``)
-        root: str | None = None
-        #: at most this many images per split (the first ones)
-        limit: int | None = None
-        #: hold this many training images out as the split "holdout" (for tuning; 0: none)
-        holdout: int = 0
-        #: the Karpathy split JSON (default: <root>/dataset_coco.json)
-        annotations: str | None = None
-        #: the folder holding train2014/ and val2014/ (default: <root>, or <root>/images)
-        images: str | None = None
+    class Config(_KarpathyDataset.Config):
         #: add Karpathy's "restval" images (~30k) to the train split
         restval_in_train: bool = True
 

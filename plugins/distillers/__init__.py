@@ -1,6 +1,6 @@
 """Bundled distillers (installed as ``vlcore.plugins.distillers``; on disk ``plugins/distillers/``),
 one module per method, each a short subclass of the trajectory-matching recipe
-(:class:`vlcore.matching.TrajectoryMatching`), or of the recipe base :class:`vlcore.components.Distiller`
+(:class:`vlcore.distill.matching.TrajectoryMatching`), or of the recipe base :class:`vlcore.components.Distiller`
 for a method without an unroll (``mdm``).
 """
 from __future__ import annotations

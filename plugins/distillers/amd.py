@@ -3,8 +3,8 @@ unsquared matching loss (REFERENCE.md, "2026 methods"; no public code: written f
 
 * Start epochs (``--start-sampling async``, the option every trajectory-matching distiller has):
   the image and the text start are drawn independently from ``0..R_V`` and ``0..R_L``, ranges set
-  once per run from the buffer's per-modality displacements (:mod:`vlcore.initial`,
-  :func:`vlcore.distribution.start_ranges`), recorded in meta.json ``starts``.  The formulas as
+  once per run from the buffer's per-modality displacements (:mod:`vlcore.distill.initial`,
+  :func:`vlcore.distill.distribution.start_ranges`), recorded in meta.json ``starts``.  The formulas as
   written give R_V < R_L on vlcore's buffers (epoch 1's ratio sits above the median);
   ``--start-reading last-above`` gives R_V > R_L, as the paper says.  The default stays the literal
   reading; with ``max_start_epoch`` 2 (LoRS's, kept here) both ranges clamp to 1, so only the
@@ -13,7 +13,7 @@ unsquared matching loss (REFERENCE.md, "2026 methods"; no public code: written f
 * Initialisation: ``--init kmeans`` by default (AMD's "SPM").
 * Matching loss: per modality the *unsquared* distance ``||student - target|| / ||start - target||``,
   summed over the modalities (:func:`unsquared_trajectory_loss`); the default
-  :func:`vlcore.unroll.trajectory_loss` sums the squared ratios.  It is supplied through the
+  :func:`vlcore.distill.unroll.trajectory_loss` sums the squared ratios.  It is supplied through the
   contract's ``Unroll.match``, so every unroll backend uses it.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Bi-trajectory matching (Wu et al., TMLR 2024): the recipe of :mod:`vlcore.matching` as published."""
+"""Bi-trajectory matching (Wu et al., TMLR 2024): the recipe of :mod:`vlcore.distill.matching` as published."""
 from __future__ import annotations
 
-from vlcore.matching import TrajectoryMatching
+from vlcore.distill.matching import TrajectoryMatching
 
 
 class BiTrajectory(TrajectoryMatching):

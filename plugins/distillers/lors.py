@@ -3,7 +3,7 @@
 Beside the N synthetic pairs the method learns S = diag(a) + (alpha / r) L R^T (a: ones, L:
 random normal, R: zeros at the start, so S starts as the identity).  The student's loss on a
 minibatch B is LoRS's weighted binary cross-entropy against the soft targets S[B][:, B]
-(:func:`vlcore.losses.similarity_bce_loss`); experts keep the contrastive loss.  S is learned by the
+(:func:`vlcore.model.losses.similarity_bce_loss`); experts keep the contrastive loss.  S is learned by the
 outer loop with its own learning rate, checkpointed and saved in the pair set; ``vl eval`` of the
 set trains with the same loss on it.  Its raw entries are the targets, as published; they leave
 [0, 1] as S learns (on Flickr8k the diagonal grew to 2-5 within 300 iterations), which makes them
@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from vlcore.config import MAX_LR, ranged
-from vlcore.losses import clamp_targets, lowrank_similarity, similarity_bce_loss
-from vlcore.matching import StudentInputs, TrajectoryMatching
+from vlcore.core.config import MAX_LR, ranged
+from vlcore.distill.matching import StudentInputs, TrajectoryMatching
+from vlcore.model.losses import clamp_targets, lowrank_similarity, similarity_bce_loss
 
 DIAG, LEFT, RIGHT = "similarity.diag", "similarity.left", "similarity.right"
 #: the student's input made of S's factors (``StudentInputs.extra``): the similarity targets

@@ -1,9 +1,9 @@
 """MDM (CVPR 2026): single-level distribution matching under a merged, frozen teacher (no unroll).
 
-Each iteration (REFERENCE.md, "2026 methods"; the maths in :mod:`vlcore.distribution`):
+Each iteration (REFERENCE.md, "2026 methods"; the maths in :mod:`vlcore.distill.distribution`):
 
 * a teacher is merged from two expert checkpoints ``w1``, ``w2`` and a base ``w0``, per layer
-  ``w = w0 + a r ((w1 + w2) / 2 - w0)`` (:func:`~vlcore.distribution.merge_modalities`), and frozen.
+  ``w = w0 + a r ((w1 + w2) / 2 - w0)`` (:func:`~vlcore.distill.distribution.merge_modalities`), and frozen.
   vlcore's reading: the paper's experts share an initialisation, vlcore's do not (each expert starts
   from its own random heads), and merging checkpoints of two *different* vlcore experts gives a
   teacher of about ``w0`` (their displacements are nearly orthogonal: ``c ~ 0``, ``r ~ 0``).  So
@@ -15,13 +15,13 @@ Each iteration (REFERENCE.md, "2026 methods"; the maths in :mod:`vlcore.distribu
   the real images through the cached backbone features when the backbone is frozen (the same
   features experts trained on), the synthetic pixels through the teacher's backbone (frozen or
   not: the gradient reaches the pixels through it);
-* loss :func:`~vlcore.distribution.mdm_loss`: InfoNCE (T = 0.07) on the synthetic batch +
+* loss :func:`~vlcore.distill.distribution.mdm_loss`: InfoNCE (T = 0.07) on the synthetic batch +
   ``kernel_weight`` (0.8) x (GKE(U) + GKE(G)); ``--kernel-weight 0`` is the ablation without kernel
   terms;
 * SGD (lr 1000, momentum 0.5) on pixels and text embeddings, the joint gradient norm clipped to
   ``clip_norm`` (1.0) first.
 
-Initialisation: ``--init kmeans`` by default (:mod:`vlcore.initial`).  MDM learns no step sizes: its
+Initialisation: ``--init kmeans`` by default (:mod:`vlcore.distill.initial`).  MDM learns no step sizes: its
 pair set has ``lr_img = lr_txt = None`` and `vl eval` trains on it with the evaluator's default
 learning rate (``--default-lr``, 0.03), exactly as it trains on a coreset.
 """
@@ -36,16 +36,19 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 
+from vlcore.artifacts.io import fingerprint, versions
 from vlcore.components import VOLATILE, Distiller
-from vlcore.config import MAX_LR, ranged
-from vlcore.data import to_float
-from vlcore.distribution import SIGMA, W_U, merge_modalities, mdm_loss
-from vlcore.errors import ConfigError, DivergedError, VLError
-from vlcore.initial import InitConfig, initial_pairs
-from vlcore.io import fingerprint, versions
-from vlcore.pairset import PIXEL_LIMIT, TEXT_LIMIT, PairSet
-from vlcore.recipe import RunState, StepResult
-from vlcore.trajectories import LoadsExperts
+from vlcore.core.config import MAX_LR, check_ranges, ranged
+from vlcore.core.errors import ConfigError, VLError
+from vlcore.data.checks import PIXEL_LIMIT, TEXT_LIMIT
+from vlcore.data.dataset import to_float
+from vlcore.data.pairset import PairSet
+from vlcore.data.pipeline import build_model, features_for
+from vlcore.data.viz import line_plot, pair_grid
+from vlcore.distill.contract import RunState, StepResult
+from vlcore.distill.distribution import SIGMA, W_U, mdm_loss, merge_modalities
+from vlcore.distill.initial import InitConfig, initial_pairs
+from vlcore.training.buffer import LoadsExperts
 
 MODALITIES = ("img", "txt")
 log = logging.getLogger(__name__)
@@ -99,7 +102,6 @@ class MDM(Distiller):
 
     def __init__(self, config=None):
         super().__init__(config)
-        from vlcore.config import check_ranges
 
         check_ranges(self.config, f"distiller '{self.name}'")  # bad values fail when it is built
 
@@ -113,8 +115,6 @@ class MDM(Distiller):
     # ------------------------------------------------------------------ setup
     def setup(self, ctx) -> RunState:
         from torch.func import functional_call
-
-        from vlcore.pipeline import build_model, features_for
 
         c, buf, train = self.config, ctx.buffer, ctx.train
         if c.pairs > train.num_pairs:
@@ -213,19 +213,6 @@ class MDM(Distiller):
         return None
 
     # --------------------------------------------------------------- outputs
-    def evaluate(self, ctx, state) -> dict | None:
-        from vlcore.evaluate import evaluate_pairs
-
-        if ctx.eval_data is None:
-            return None
-        opts = {"seeds": 1, "epochs": 30, **ctx.eval_options}
-        try:
-            return evaluate_pairs(self.snapshot(ctx, state), ctx.eval_data, ctx.spec, options=opts,
-                                  device=ctx.device, host=ctx.host)
-        except DivergedError as exc:  # the run goes on; this evaluation is not recorded
-            log.warning("dev evaluation after iteration %d skipped: %s", state.iteration, exc)
-            return None
-
     def snapshot(self, ctx, state) -> PairSet:
         L, ids = state.learned, state.info.get("ids")
         text = L["text"].detach().cpu()
@@ -247,8 +234,6 @@ class MDM(Distiller):
                        source_ids=[(str(a), int(b)) for a, b in ids] if ids is not None else None)
 
     def figures(self, ctx, state, ps: PairSet) -> None:
-        from vlcore.viz import line_plot, pair_grid
-
         out, h = Path(ctx.out), state.history
         pair_grid(ps.images, ps.captions, out / "grid.png", before=state.saved.get("init_images"), max_pairs=24,
                   cols=4, title=f"{self.name}: {min(24, len(ps))} of {len(ps)} distilled pairs (left: initial)")

@@ -16,7 +16,7 @@ REFERENCE.md ("2026 methods", PTM-ST); the rules, and the choices made where it 
 * **Start ranges** (``--phase-starts 0-1,1-2``: inclusive start epochs per phase; "" = each phase
   [0, max_start_epoch)); the target is ``expert_epochs`` (1) later.
 * **Shortcut buffers** (``--phase-shortcut 5,7``: K per phase; "" or 0 = the buffer as it is):
-  derived once from ``--buffer`` with :func:`vlcore.shortcut.derive_shortcut_buffer` into
+  derived once from ``--buffer`` with :func:`vlcore.training.shortcut.derive_shortcut_buffer` into
   ``OUT/buffer-shortcut-K`` (resumable, deterministic: a resumed or repeated run finds the same
   bytes); their paths and checksums are recorded in meta.json (``phases[i].buffer``).
 * **Iterations per phase** (``--phase-iterations 2000,2000``; "" = ``iterations`` split evenly).
@@ -43,12 +43,14 @@ from pathlib import Path
 
 import torch
 
-from vlcore import distributed
-from vlcore.config import ranged
-from vlcore.errors import ConfigError
-from vlcore.matching import MatchingRun, Plan
+from vlcore.core.config import ranged
+from vlcore.core.errors import ConfigError
+from vlcore.distill.matching import MatchingRun, Plan
+from vlcore.training import distributed
 
 from .lors import LoRS
+from vlcore.training.buffer import Buffer
+from vlcore.training.shortcut import derive_shortcut_buffer
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +186,6 @@ class PTMST(LoRS):
 
     # --------------------------------------------------------------------- setup
     def setup(self, ctx):
-        from vlcore.shortcut import derive_shortcut_buffer
-
         state = super().setup(ctx)
         base = state.runtime
         sizes, starts, ks, _ = self.phase_settings(base.n)
@@ -200,8 +200,6 @@ class PTMST(LoRS):
                 buffers[k] = derive_shortcut_buffer(ctx.buffer, where, k)
             distributed.barrier()
             if k not in buffers:
-                from vlcore.trajectories import Buffer
-
                 buffers[k] = Buffer(where)
         run = PhasedRun(**{f.name: getattr(base, f.name) for f in fields(MatchingRun)},
                         rows=list(zip(bounds[:-1], bounds[1:])), starts=starts, shortcut=ks,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vlcore.config import ranged
-from vlcore.matching import StudentInputs
+from vlcore.core.config import ranged
+from vlcore.distill.matching import StudentInputs
 
 from .lors import LoRS
 

@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from vlcore.errors import ConfigError, ImageSizeError, WeightsError
-from vlcore.model import ImageEncoder
+from vlcore.core.errors import ConfigError, ImageSizeError, WeightsError
+from vlcore.model.encoder import ImageEncoder
 
 from .weights import load_state_dict_file, load_strict, pretrained_mode
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from vlcore.errors import WeightsError
+from vlcore.core.errors import WeightsError
 
-from .timm_family import TimmConfig, TimmEncoder
+from .timm_family import TimmEncoder, timm_variant
 from .weights import load_state_dict_file, load_strict, pretrained_mode
 
 
@@ -136,34 +136,9 @@ class EffNetLite(TimmEncoder):
         return sd
 
 
-class EffNetLite0(EffNetLite):
-    """EfficientNet-Lite0 (timm tf_efficientnet_lite0, 1280-d); ImageNet weights bundled (offline)."""
-
-    name = "effnet-lite0"
-    default_model = "tf_efficientnet_lite0"
-
-    @dataclass(frozen=True)
-    class Config(TimmConfig):
-        model: str = "tf_efficientnet_lite0"
-
-
-class EffNetLite1(EffNetLite):
-    """EfficientNet-Lite1 (timm tf_efficientnet_lite1, 1280-d); ImageNet weights bundled (offline)."""
-
-    name = "effnet-lite1"
-    default_model = "tf_efficientnet_lite1"
-
-    @dataclass(frozen=True)
-    class Config(TimmConfig):
-        model: str = "tf_efficientnet_lite1"
-
-
-class EffNetLite2(EffNetLite):
-    """EfficientNet-Lite2 (timm tf_efficientnet_lite2, 1280-d); ImageNet weights bundled (offline)."""
-
-    name = "effnet-lite2"
-    default_model = "tf_efficientnet_lite2"
-
-    @dataclass(frozen=True)
-    class Config(TimmConfig):
-        model: str = "tf_efficientnet_lite2"
+#: the registered variants EffNetLite0, EffNetLite1, EffNetLite2: one per bundled checkpoint
+LITE_VARIANTS = tuple(
+    timm_variant(name, ck.model, f"EfficientNet-Lite{name[-1]} (timm {ck.model}, 1280-d); ImageNet weights bundled "
+                 f"(offline).", EffNetLite, cls_name=f"EffNetLite{name[-1]}", module=__name__)
+    for name, ck in LITE_CHECKPOINTS.items())
+EffNetLite0, EffNetLite1, EffNetLite2 = LITE_VARIANTS

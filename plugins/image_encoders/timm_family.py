@@ -11,9 +11,9 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn as nn
 
-from vlcore.errors import ImageSizeError, WeightsError, suggest
-from vlcore.hub import hub_offline, hub_reachable
-from vlcore.model import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder
+from vlcore.artifacts.hub import hub_offline, hub_reachable
+from vlcore.core.errors import ImageSizeError, WeightsError, suggest
+from vlcore.model.encoder import ImageEncoder
 
 from .weights import hf_cached_file, load_state_dict_file, load_strict, offline_fix, pretrained_mode
 
@@ -193,17 +193,20 @@ NF_TABLE = {
 }
 
 
-def timm_variant(name: str, model: str, doc: str, base: type = None) -> type:
+def timm_variant(name: str, model: str, doc: str, base: type = None, *, cls_name: str | None = None,
+                 module: str = __name__) -> type:
     """A registered encoder class for one timm architecture: ``name``, help ``doc``, and a Config
-    whose ``model`` defaults to ``model``."""
+    whose ``model`` defaults to ``model``; a subclass of ``base`` (default :class:`TimmEncoder`, whose
+    ``mean``/``std`` are ImageNet's) named ``cls_name`` (default: from ``name``) in ``module``, where
+    it must be importable by that name (pickling)."""
     base = base or TimmEncoder
     config = dataclasses.make_dataclass("Config", [("model", str, dataclasses.field(default=model))],
                                         bases=(base.Config,), frozen=True)
-    cls_name = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
+    cls_name = cls_name or "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
     cls = type(cls_name, (base,), {"__doc__": doc, "name": name, "default_model": model, "Config": config,
-                                   "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "__module__": __name__})
+                                   "__module__": module})
     config.__qualname__ = f"{cls_name}.Config"
-    config.__module__ = __name__
+    config.__module__ = module
     return cls
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from vlcore.errors import WeightsError
+from vlcore.core.errors import WeightsError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _KEYWORDS = ("auto", "hub", "none")

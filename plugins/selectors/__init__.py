@@ -63,7 +63,7 @@ indices into ``ctx.train``, in the order chosen).  :func:`run_selector` checks t
 distinct pairs, one per image when the config has ``unique_images`` on) and builds the artifact.
 
 ``algorithms.py`` holds the pure tensor functions, ``components.py`` the embedding spaces and the
-registered selector classes; the artifact logic (:func:`vlcore.coreset.run_selector`) is in the core.
+registered selector classes; the artifact logic (:func:`vlcore.distill.coreset.run_selector`) is in the core.
 """
 from __future__ import annotations
 

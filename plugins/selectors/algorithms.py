@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vlcore.errors import ConfigError
-from vlcore.progress import NULL, Progress
+from vlcore.core.errors import ConfigError
+from vlcore.core.progress import NULL, Progress
 
 
 def check_budget(budget: int, num_pairs: int, num_images: int | None = None) -> None:

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from vlcore.components import SelectContext, Selection, Selector
-from vlcore.errors import ConfigError, VLError
-from vlcore.pipeline import build_backbone, build_model, features_for, image_features
-from vlcore.train import SGDConfig, embed_split, train_model
+from vlcore.core.errors import ConfigError, VLError
+from vlcore.data.pipeline import build_backbone, build_model, features_for, image_features
+from vlcore.training.train import SGDConfig, embed_split, train_model
 
 from .algorithms import ForgettingTracker, check_budget, herding, kcenter_greedy, mean_error, take_in_order
 
@@ -152,10 +152,7 @@ class HerdingSelector(_TrainingSelector):
     """Herding: greedy pairs whose running mean tracks the data mean in a joint image-text space."""
 
     name = "herding"
-
-    @dataclass(frozen=True)
-    class Config(_SpaceOptions):
-        pass
+    Config = _SpaceOptions
 
     def select(self, ctx: SelectContext) -> Selection:
         groups = self._check(ctx)
@@ -194,10 +191,7 @@ class ForgettingSelector(_TrainingSelector):
     """Forgetting: the pairs most often forgotten (top-1 in-batch retrieval lost) while a model trains."""
 
     name = "forgetting"
-
-    @dataclass(frozen=True)
-    class Config(_TrainOptions):
-        pass
+    Config = _TrainOptions
 
     def select(self, ctx: SelectContext) -> Selection:
         groups = self._check(ctx)

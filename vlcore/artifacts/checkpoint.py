@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 
-from .errors import DataError
-from .io import atomic_path
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .recipe import RunState
+from vlcore.artifacts.io import atomic_path
+from vlcore.core.errors import DataError
 
 FORMAT = "vlcore.checkpoint/1"
 NAME = "checkpoint.safetensors"
@@ -39,8 +34,8 @@ def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
     return tensors, {"param_groups": sd["param_groups"], "state": state_keys}
 
 
-def save_state(state: "RunState", path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically."""
+def save_state(state, path: str | Path) -> None:
+    """Write ``state`` (a :class:`vlcore.distill.contract.RunState`) to ``path`` atomically."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -87,7 +82,7 @@ PARTS = {"config": "the distiller's settings", "spec": "the model", "buffer": "t
          "seed": "the seed", "data": "the training data", "method": "the method"}
 
 
-def load_state(state: "RunState", path: str | Path) -> "RunState":
+def load_state(state, path: str | Path):
     """Fill the freshly set-up ``state`` (its learned tensors and optimisers built, which gives the
     names and shapes to expect) from the checkpoint at ``path``."""
     meta, tensors = read_state(path)
@@ -107,7 +102,7 @@ def load_state(state: "RunState", path: str | Path) -> "RunState":
     return state
 
 
-def _fill(state: "RunState", meta: dict, tensors: dict[str, torch.Tensor], path) -> None:
+def _fill(state, meta: dict, tensors: dict[str, torch.Tensor], path) -> None:
     with torch.no_grad():
         for k, v in state.learned.items():
             saved = tensors.get(f"learned.{k}")

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import tomlfile
-from .errors import ConfigError, suggest
+from vlcore.artifacts import tomlfile
+from vlcore.core.errors import ConfigError, suggest
 
 #: recipes shipped inside the package, by name (``vl run demo``)
 EMBEDDED = ("demo",)

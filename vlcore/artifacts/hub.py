@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from urllib.parse import urlparse
+from vlcore.core.errors import VLError
 
 
 def _env_true(name: str) -> bool:
@@ -41,7 +42,5 @@ def import_datasets(what: str):
     try:
         import datasets
     except ImportError as exc:
-        from .errors import VLError
-
         raise VLError(f"{what} needs the package datasets ({exc}). Install it with pip install 'vlcore[hf]'.") from None
     return datasets

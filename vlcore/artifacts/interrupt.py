@@ -3,7 +3,7 @@
 Python turns Ctrl-C (SIGINT) into :class:`KeyboardInterrupt`; SIGTERM (``kill``, a job scheduler's
 time limit) kills the process outright.  Inside :func:`sigterm_as_interrupt`, SIGTERM raises
 :class:`Terminated`, a :class:`KeyboardInterrupt`, instead: the distillation loop writes its
-checkpoint, :func:`vlcore.io.atomic_path` removes its temporary file, and the CLI exits with 143.
+checkpoint, :func:`vlcore.artifacts.io.atomic_path` removes its temporary file, and the CLI exits with 143.
 :func:`shielded` holds both signals back while something must not be cut short (an update, a
 multi-file save, the checkpoint written on the way out).
 """

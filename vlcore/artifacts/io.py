@@ -9,6 +9,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
+from vlcore.core.errors import DataError
+
 
 def cache_dir() -> Path:
     """Where caption embeddings, image tensors and backbone features are cached.
@@ -45,10 +47,10 @@ class FileRecord:
     entry), ``{"file": REL}`` (a file vl writes, recorded *before* it appears), ``{"temp": REL}``
     (a temporary file of :func:`atomic_path`, recorded before it is created: its random name makes
     it unambiguous) and ``{"gone": REL}`` (vl removed it).  ``REL`` is the path relative to the
-    folder, with ``/``.  :mod:`vlcore.outdir` deletes only what a record lists (``--overwrite``,
+    folder, with ``/``.  :mod:`vlcore.artifacts.outdir` deletes only what a record lists (``--overwrite``,
     temporary files of interrupted writes), never through a link.
 
-    While a command holds a folder (:class:`vlcore.outdir.OutputFolder`), every write of vlcore
+    While a command holds a folder (:class:`vlcore.artifacts.outdir.OutputFolder`), every write of vlcore
     into it is recorded by :func:`atomic_path` and :func:`note_written` (the folder is found by
     :func:`record_for`; the deepest claimed folder holding the path wins).
     """
@@ -182,9 +184,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file is flushed to disk (fsync) before the rename and the folder after it, so a
     crash or power loss leaves either the old file or the complete new one; it gets the permissions
     of a newly created file (not :func:`tempfile.mkstemp`'s 0600).  On any exception, Ctrl-C and
-    SIGTERM included (see :mod:`vlcore.interrupt`), the temporary file is removed; inside an output
+    SIGTERM included (see :mod:`vlcore.artifacts.interrupt`), the temporary file is removed; inside an output
     folder it is recorded (:class:`FileRecord`) before it is created, so one left by a ``kill -9`` is
-    removed by the next command that claims the folder (:mod:`vlcore.outdir`), and no file of
+    removed by the next command that claims the folder (:mod:`vlcore.artifacts.outdir`), and no file of
     someone else's that happens to look like one ever is.
     """
     path = Path(path)
@@ -238,6 +240,21 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_checked_tensors(path: str | os.PathLike, sha256: Any, *, changed: str, unreadable) -> dict:
+    """The tensors of a safetensors file that must hash to ``sha256`` (None: not checked): a
+    :class:`~vlcore.core.errors.DataError` with ``changed`` when the bytes do not match, with
+    ``unreadable(reason)`` when they are not a tensor file (every artifact reader's one path)."""
+    from safetensors.torch import load  # torch-backed: loaded when a tensor file is read
+
+    data = Path(path).read_bytes()
+    if sha256 is not None and (not isinstance(sha256, str) or hashlib.sha256(data).hexdigest() != sha256):
+        raise DataError(changed)
+    try:
+        return load(data)
+    except Exception as exc:
+        raise DataError(unreadable(f"{type(exc).__name__}: {exc}")) from None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

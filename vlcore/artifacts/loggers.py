@@ -4,7 +4,7 @@ A logger (a component of kind ``logger``, registered through ``register_loggers`
 run starts (:class:`LogRun`: its folder, name and resolved settings), gets scalars by step
 (``loss/total``, ``loss/image``, ``loss/text``, ``step_size/image``, ``step_size/text``, and
 ``dev/tr_r1`` ... ``dev/rsum`` after each dev evaluation) and PNG figures (the image grid), and is
-finished at the end.  The shared distillation loop (:mod:`vlcore.recipe`) reports to every logger
+finished at the end.  The shared distillation loop (:mod:`vlcore.distill.recipe`) reports to every logger
 of the run through :class:`Loggers`, which also keeps a failing logger (a tracking service that went
 away) from stopping the run.  The bundled ``jsonl`` logger is always on: it writes
 ``OUT/log.jsonl``; ``tensorboard`` and ``wandb`` are chosen with ``--log``.
@@ -16,12 +16,11 @@ import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
-from .components import Component
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .registry import PluginHost
+from vlcore.core.component import Component
+from vlcore.core.errors import ConfigError
+from vlcore.core.registry import PluginHost, get_host
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +107,11 @@ def open_loggers(names: Iterable[str] = (), options: dict[str, dict] | None = No
                  host: "PluginHost | None" = None) -> Loggers:
     """The loggers ``names`` (``jsonl`` always, first), each built strictly from ``options[name]``;
     an unknown name or option fails now, before the run."""
-    from .registry import get_host
-
     host = host or get_host()
     options = dict(options or {})
     wanted = [ALWAYS] + [n.strip().lower() for n in names if n.strip() and n.strip().lower() != ALWAYS]
     unknown = set(options) - set(wanted)
     if unknown:
-        from .errors import ConfigError
-
         raise ConfigError(f"--log-option for logger '{sorted(unknown)[0]}', which is not in --log "
                           f"(loggers of this run: {', '.join(wanted)}).")
     return Loggers(host.create("logger", n, options.get(n, {})) for n in dict.fromkeys(wanted))

@@ -9,7 +9,7 @@ before any data work:
   artifact: a distillation, a buffer) or ``overwrite`` (replace it: the files its record lists are
   deleted when the command is about to write, :meth:`OutputFolder.prepare`) is given;
 * every file vlcore writes into a claimed folder is recorded first in the folder's
-  ``.vl-files.jsonl`` (:class:`vlcore.io.FileRecord`), and vlcore deletes only what such a record
+  ``.vl-files.jsonl`` (:class:`vlcore.artifacts.io.FileRecord`), and vlcore deletes only what such a record
   lists: never a file it did not record, never through a symbolic link, never a folder wholesale
   (a folder is removed only once it is empty).  A file no record lists is not vlcore's: a folder
   holding one is refused with ``overwrite`` (``resume`` leaves it alone), and so is an artifact of
@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .errors import BusyError, OutputError
-from .io import RECORD_NAME, FileRecord, RecordEntries, close_record, open_record
+from vlcore.artifacts.checkpoint import peek
+from vlcore.artifacts.io import RECORD_NAME, FileRecord, RecordEntries, close_record, open_record
+from vlcore.core.errors import BusyError, OutputError
 
 try:
     import fcntl
@@ -203,8 +204,6 @@ def _unrecorded(root: Path, chain: list[tuple[str, RecordEntries]]) -> list[str]
 
 
 def _distillation(path: Path, meta: dict, names: set[str]) -> str:
-    from .checkpoint import peek
-
     head = f"{meta.get('method', '?')}, {meta.get('num_pairs', '?')} pairs" if meta else ""
     ck = peek(path / "checkpoint.safetensors") if "checkpoint.safetensors" in names else None
     if ck is not None:

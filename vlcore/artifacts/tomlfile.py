@@ -1,7 +1,7 @@
 """Reading and writing the TOML files of vlcore (``--config`` files, resolved configs, recipes).
 
 Reading uses the standard library's :mod:`tomllib` (``tomli`` on Python 3.10) and turns syntax
-errors into a :class:`vlcore.errors.ConfigError` naming the file and line.  Writing covers what
+errors into a :class:`vlcore.core.errors.ConfigError` naming the file and line.  Writing covers what
 vlcore writes: tables of strings, numbers, booleans and lists of them.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from vlcore.core.errors import ConfigError
 
 try:
     import tomllib

@@ -7,7 +7,7 @@ import types
 import typing
 from typing import Any, Mapping
 
-from .errors import ConfigError, suggest
+from vlcore.core.errors import ConfigError, suggest
 
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}

@@ -1,5 +1,5 @@
 """The hooks a vlcore plugin may implement, one per component kind (generated from
-:data:`vlcore.kinds.KINDS`), plus ``register_commands``.
+:data:`vlcore.core.kinds.KINDS`), plus ``register_commands``.
 
 Each ``register_*`` hook receives a ``register`` callback and calls it with component *classes*
 (not instances): ``register(MyEncoder)``.  A component class subclasses its kind's base class, has
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pluggy
 
-from .kinds import KINDS
+from vlcore.core.kinds import KINDS
 
 hookspec = pluggy.HookspecMarker("vlcore")
 hookimpl = pluggy.HookimplMarker("vlcore")

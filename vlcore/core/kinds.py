@@ -1,6 +1,6 @@
 """The component kinds, declared once.
 
-Each :class:`Kind` names its hook (generated into :mod:`vlcore.hookspecs`), the base class every
+Each :class:`Kind` names its hook (generated into :mod:`vlcore.core.hookspecs`), the base class every
 registered class must subclass (checked at registration), the contract check plugin authors run
 (:mod:`vlcore.testing.contracts`) and the other spellings ``vl list`` accepts.  Bases and contracts
 are ``"module:attribute"`` references, imported only when used, so reading this table (``vl
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .errors import UnknownComponentError, suggest
+from vlcore.core.errors import UnknownComponentError, suggest
 
 
 @dataclass(frozen=True)
@@ -51,22 +51,22 @@ _C = "vlcore.testing.contracts:"
 
 #: every component kind, in the order ``vl --help`` lists them
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("image_encoder", "register_image_encoders", "vlcore.model:ImageEncoder", _C + "check_image_encoder",
+    Kind("image_encoder", "register_image_encoders", "vlcore.model.encoder:ImageEncoder", _C + "check_image_encoder",
          ("encoder",), "image encoders: a backbone from pixels in [0, 1] to global features"),
-    Kind("text_encoder", "register_text_encoders", "vlcore.text:TextEncoder", _C + "check_text_encoder",
+    Kind("text_encoder", "register_text_encoders", "vlcore.model.text:TextEncoder", _C + "check_text_encoder",
          (), "frozen text encoders: captions to fixed vectors"),
-    Kind("dataset", "register_datasets", "vlcore.data:Dataset", _C + "check_dataset",
+    Kind("dataset", "register_datasets", "vlcore.data.dataset:Dataset", _C + "check_dataset",
          (), "datasets: images with several captions each, in named splits"),
-    Kind("distiller", "register_distillers", "vlcore.components:Distiller", _C + "check_distiller",
+    Kind("distiller", "register_distillers", "vlcore.distill.contract:Distiller", _C + "check_distiller",
          (), "distillers: synthesise a small pair set (a recipe of overridable steps)"),
-    Kind("selector", "register_selectors", "vlcore.components:Selector", _C + "check_selector",
+    Kind("selector", "register_selectors", "vlcore.distill.coreset:Selector", _C + "check_selector",
          ("method", "coreset"), "coreset selectors: choose a budget of real pairs"),
-    Kind("evaluator", "register_evaluators", "vlcore.components:Evaluator", _C + "check_evaluator",
+    Kind("evaluator", "register_evaluators", "vlcore.training.evaluate:Evaluator", _C + "check_evaluator",
          (), "evaluators: score a pair set by training fresh models on it"),
-    Kind("unroll_backend", "register_unroll_backends", "vlcore.unroll:UnrollBackend",
+    Kind("unroll_backend", "register_unroll_backends", "vlcore.distill.unroll:UnrollBackend",
          _C + "check_unroll_backend", ("unroll", "backend"),
          "unroll backends: how distillers differentiate through the student's steps"),
-    Kind("logger", "register_loggers", "vlcore.loggers:Logger", _C + "check_logger", ("log", "tracker"),
+    Kind("logger", "register_loggers", "vlcore.artifacts.loggers:Logger", _C + "check_logger", ("log", "tracker"),
          "loggers: experiment tracking of a run's scalars and figures (jsonl, TensorBoard, wandb)"),
 )}
 

@@ -18,10 +18,10 @@ from typing import Any, Iterable
 
 import pluggy
 
-from . import hookspecs
-from .config import build_config
-from .errors import UnknownComponentError, VLError, suggest
-from .kinds import KINDS, Kind, normalise_kind  # noqa: F401 (normalise_kind re-exported)
+from vlcore.core import hookspecs
+from vlcore.core.config import build_config
+from vlcore.core.errors import UnknownComponentError, VLError, suggest
+from vlcore.core.kinds import KINDS, Kind, normalise_kind  # noqa: F401 (normalise_kind re-exported)
 
 log = logging.getLogger(__name__)
 

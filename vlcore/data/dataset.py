@@ -14,10 +14,10 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from .components import Component
-from .errors import DataError, suggest
-from .io import atomic_path, cache_dir, fingerprint
-from .progress import NULL, Progress
+from vlcore.artifacts.io import atomic_path, cache_dir, fingerprint
+from vlcore.core.component import Component
+from vlcore.core.errors import DataError, suggest
+from vlcore.core.progress import NULL, Progress
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ learned step sizes, the recorded evaluations, checksums of the tensors), ``extra
 (a method's own learned tensors, if any) and a dataset card ``README.md`` stating the method, the
 model, the source dataset and its licence and the numbers recorded for the set.  ``vl eval OUT``
 reads it back as the same pair set (:func:`load_hf`), so it gives the same numbers; it passes
-through the same checks as a pair-set folder (:func:`vlcore.pairset.assemble`: the record's
+through the same checks as a pair-set folder (:func:`vlcore.data.checks.assemble`: the record's
 schema, shapes consistent with the record and the model spec, the documented value ranges).
 """
 from __future__ import annotations
@@ -24,10 +24,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
-from .io import atomic_path, note_written, sha256_file, versions, write_json
-from .metrics import KEYS
-from .pairset import Origin, PairSet, _json_type, _num, _shown, assemble, read_record
+from vlcore.artifacts.hub import import_datasets
+from vlcore.artifacts.io import atomic_path, load_checked_tensors, note_written, sha256_file, versions, write_json
+from vlcore.core.errors import DataError
+from vlcore.data.checks import Origin, _json_type, _num, _shown, assemble, read_record
+from vlcore.data.pairset import PairSet, register_reader
+from vlcore.model.metrics import KEYS
 
 FORMAT = "vlcore.hf-export/1"
 META = "vlcore.json"
@@ -39,8 +41,6 @@ COLUMNS = ("image", "pixels", "text_embedding", "caption", "source_image", "sour
 
 
 def _datasets():
-    from .hub import import_datasets
-
     return import_datasets("Exporting to (or reading) a Hugging Face dataset")
 
 
@@ -59,7 +59,7 @@ def is_hf_export(path: str | Path) -> bool:
 
 def recorded_results(folder: Path, meta: dict) -> list[dict]:
     """The evaluations recorded for a pair set: its folder's ``vl eval`` results (eval-*/), and the
-    last dev evaluation of a distillation run (``meta`` has passed :func:`vlcore.pairset.meta_problems`).
+    last dev evaluation of a distillation run (``meta`` has passed :func:`vlcore.data.pairset.meta_problems`).
     DataError naming the file when a recorded result is damaged."""
     out = []
     for details in sorted(folder.glob("eval-*/details.json")):
@@ -151,7 +151,7 @@ def hf_origin(path: Path, meta=None) -> Origin:
 
 def load_hf(path: str | Path, *, check_values: bool = True) -> PairSet:
     """The pair set of an export folder: exactly the exported tensors (the checksums are verified),
-    through the same checks as every pair set (:func:`vlcore.pairset.assemble`)."""
+    through the same checks as every pair set (:func:`vlcore.data.checks.assemble`)."""
     path = Path(path)
     origin = hf_origin(path)
     meta = read_record(path / META, origin.redo)
@@ -195,17 +195,11 @@ def load_hf(path: str | Path, *, check_values: bool = True) -> PairSet:
     extra = {}
     recorded = meta.get("extra_sha256")
     if (path / EXTRA).exists():
-        from safetensors.torch import load
-
-        data = (path / EXTRA).read_bytes()
-        if isinstance(recorded, str) and hashlib.sha256(data).hexdigest() != recorded:
-            raise DataError(f"{path / EXTRA} does not match the checksum in {META} (extra_sha256): the file was "
-                            f"changed or truncated. {origin.redo}")
-        try:
-            extra = load(data)
-        except Exception as exc:
-            raise DataError(f"{path / EXTRA} is not a tensor file ({type(exc).__name__}: {exc}); it is damaged. "
-                            f"{origin.redo}") from None
+        extra = load_checked_tensors(
+            path / EXTRA, recorded if isinstance(recorded, str) else None,
+            changed=f"{path / EXTRA} does not match the checksum in {META} (extra_sha256): the file was "
+                    f"changed or truncated. {origin.redo}",
+            unreadable=lambda why: f"{path / EXTRA} is not a tensor file ({why}); it is damaged. {origin.redo}")
     elif recorded is not None:
         raise DataError(f"Export '{path}' has no {EXTRA}, which {META} records (extra_sha256); it is incomplete. "
                         f"{origin.redo}")
@@ -280,3 +274,6 @@ rsum: the sum of the six; ± the std over evaluation seeds) of fresh models trai
 Online, share it with the library's own upload: `datasets.load_from_disk(FOLDER).push_to_hub(REPO)`,
 then this card: `huggingface_hub.DatasetCard.load('FOLDER/README.md').push_to_hub(REPO)`.
 """
+
+
+register_reader("hf", is_hf_export, load_hf)

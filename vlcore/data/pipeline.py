@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import Dataset, Split, load_images, to_float
-from .errors import ConfigError, IncompatibleError
-from .io import atomic_path, cache_dir, fingerprint
-from .model import DualEncoder, ImageEncoder, ModelSpec
-from .progress import NULL, Progress
-from .registry import PluginHost, get_host
-from .text import TextEncoder, embed_texts
+from vlcore.artifacts.io import atomic_path, cache_dir, fingerprint
+from vlcore.core.errors import ConfigError, IncompatibleError
+from vlcore.core.progress import NULL, Progress
+from vlcore.core.registry import PluginHost, get_host
+from vlcore.data.dataset import Dataset, Split, load_images, to_float
+from vlcore.model.encoder import DualEncoder, ImageEncoder, ModelSpec
+from vlcore.model.text import TextEncoder, embed_texts
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,15 @@ class PairData:
         caps = [self.captions[i] for i in idx.tolist()] if self.captions is not None else None
         return PairData(to_float(self.images[self.pair_image[idx]]), self.text[idx],
                         torch.arange(len(idx)), None, caps, None)
+
+    def nearest_captions(self, text: torch.Tensor) -> tuple[list[str], list[float]]:
+        """For each embedding of ``text`` (e.g. a distilled set's), the nearest caption of these pairs
+        (cosine) and that cosine."""
+        real = torch.nn.functional.normalize(self.text.float(), dim=-1)
+        syn = torch.nn.functional.normalize(text.detach().float().cpu(), dim=-1)
+        cos, nn_idx = (syn @ real.t()).max(dim=1)
+        caps = self.captions or []
+        return [caps[i] if caps else f"caption #{i}" for i in nn_idx.tolist()], [float(v) for v in cos]
 
 
 def _host(host: PluginHost | None) -> PluginHost:

@@ -7,7 +7,8 @@ from typing import Sequence
 
 import torch
 
-from .io import atomic_path
+from vlcore.artifacts.io import atomic_path
+from vlcore.model.metrics import label as metric_label
 
 
 def _plt():
@@ -106,9 +107,7 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
 def line_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
                 title: str = ""):
     """The figure of :func:`line_plot`: a series named by a metric key is labelled as the tables name
-    it (``tr_r1`` -> ``TR@1``, :func:`vlcore.metrics.label`)."""
-    from .metrics import label as metric_label
-
+    it (``tr_r1`` -> ``TR@1``, :func:`vlcore.model.metrics.label`)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (x, y) in series.items():

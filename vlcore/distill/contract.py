@@ -1,126 +1,104 @@
-"""One component model for every kind, and the bases and typed contexts of the algorithmic kinds.
-
-Every component class (image and text encoders, datasets, distillers, selectors, evaluators,
-unroll backends, loggers) subclasses :class:`Component`: a lowercase ``name``, a docstring whose first line
-is its help text, a nested frozen dataclass ``Config`` holding its options, built as
-``cls(config)`` (image encoders also take ``image_size``), and the ``@abstractmethod``\\ s of its
-kind.  The kinds themselves are declared once, in :data:`vlcore.kinds.KINDS`.
-
-An algorithmic kind takes one typed context object: ``Distiller.distill(ctx)`` (a recipe, see
-:class:`Distiller`), ``Selector.select(ctx)``, ``Evaluator.evaluate(ctx)``; a new field in a
-context changes no signature.
+"""The distillation contract: what a distiller is (:class:`Distiller`, a recipe of overridable
+steps, and its :class:`RecipeConfig`), what it gets (:class:`DistillContext`), the run state the
+steps share (:class:`RunState`) and what a step returns (:class:`StepResult`).  The loop that drives
+them is :func:`vlcore.distill.recipe.run` (callers run ``run(distiller, ctx)``, as a selector is run
+by :func:`vlcore.distill.coreset.run_selector`).
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+import math
+from abc import abstractmethod
+import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from .config import ranged
-from .progress import NULL, Progress
+import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+from vlcore.artifacts.checkpoint import load_state, save_state
+from vlcore.core.component import Component
+from vlcore.core.config import ranged
+from vlcore.core.errors import DivergedError
+from vlcore.core.progress import NULL, Progress
+from vlcore.core.registry import PluginHost
+from vlcore.data.pairset import PairSet
+from vlcore.data.pipeline import PairData
+from vlcore.distill.health import problems, read
+from vlcore.model.encoder import ModelSpec
+from vlcore.training.buffer import Buffer
+from vlcore.training.evaluate import evaluate_pairs
 
-    from .model import ModelSpec
-    from .pairset import PairSet
-    from .pipeline import PairData
-    from .recipe import RunState, StepResult
-    from .registry import PluginHost
-    from .trajectories import Buffer
-
-
-class Component(ABC):
-    """Base of every component kind."""
-
-    name: ClassVar[str] = ""
-
-    @dataclass(frozen=True)
-    class Config:
-        pass
-
-    def __init__(self, config=None):
-        self.config = config if config is not None else self.Config()
-
-    @classmethod
-    def summary(cls) -> str:
-        """The first line of the class docstring (its help text)."""
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
-
-    def named_components(self) -> list[tuple[str, str]]:
-        """(kind, name) of every component its Config names (the fields declared with metadata
-        ``{"kind": ...}``, e.g. a distiller's unroll backend), so a command checks they exist before
-        any work; none for a Config that names none."""
-        from dataclasses import fields
-
-        return [(f.metadata["kind"], getattr(self.config, f.name)) for f in fields(self.config)
-                if f.metadata.get("kind") and getattr(self.config, f.name) is not None]
-
-
-# =========================================================================== selectors
-@dataclass
-class SelectContext:
-    """What a selector gets from ``vl coreset``."""
-
-    train: PairData                 # the real training split
-    spec: ModelSpec                 # the buffer's when a buffer is given
-    budget: int = 100               # pairs to choose
-    seed: int = 0
-    buffer: Buffer | None = None
-    device: str = "cpu"
-    host: PluginHost | None = None
-    progress: Progress = NULL
-    dataset_info: dict = field(default_factory=dict)
+log = logging.getLogger(__name__)
 
 
 @dataclass
-class Selection:
-    """Pair indices into ``ctx.train`` in the order chosen, JSON diagnostics (meta["selection"]) and
-    a one-line summary of them for the console (e.g. ``mean error 0.012``)."""
+class RunState:
+    """What a recipe run is, between two iterations: everything a checkpoint holds."""
 
-    indices: Any                    # torch.LongTensor (budget,)
+    #: the leaf tensors the outer loop optimises, by name (synthetic images and texts, step sizes,
+    #: and any method-specific ones: LoRS's similarity factors)
+    learned: dict[str, torch.Tensor]
+    #: the optimisers of ``learned`` (each over some of them), by name
+    optimizers: dict[str, torch.optim.Optimizer]
+    #: the run's seeded random stream (experts, start epochs, minibatches, ...)
+    generator: torch.Generator
+    #: what must not change across a resume (config, model, buffer, data, seed)
+    run_key: str = ""
+    #: what the run key is made of (method, config, model, buffer content, seed, data), to say what differs
+    run_record: dict = field(default_factory=dict)
+    #: outer iterations done (applied or skipped)
+    iteration: int = 0
+    #: iterations in a row that were skipped or rolled back
+    failures: int = 0
+    #: the dev evaluation after the last iteration is due but not done (an interrupt cut it short)
+    eval_pending: bool = False
+    #: per-iteration records: "iteration", "loss" and the step's metrics; "eval": dev evaluations
+    history: dict[str, list] = field(default_factory=lambda: {"iteration": [], "loss": [], "eval": []})
+    #: the best dev evaluation so far ({"iteration", "rsum"})
+    best: dict | None = None
+    #: other tensors to keep (e.g. the initial images, for figures)
+    saved: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: other JSON to keep (e.g. the source pair ids of the initialisation)
     info: dict = field(default_factory=dict)
-    summary: str = ""
+    #: what ``setup`` built for this run that no checkpoint holds (the model, an unroll backend, caches),
+    #: as the recipe's own typed object (:class:`vlcore.distill.matching.MatchingRun`); the distiller instance
+    #: holds no run state
+    runtime: Any = None
+
+    def add_learned(self, name: str, tensor: torch.Tensor, optimizer: str, lr: float, momentum: float) -> torch.Tensor:
+        """Register a learned tensor with its own SGD optimiser group ``optimizer``."""
+        t = tensor.detach().clone().requires_grad_(True)
+        self.learned[name] = t
+        if optimizer in self.optimizers:
+            self.optimizers[optimizer].add_param_group({"params": [t], "lr": lr, "momentum": momentum})
+        else:
+            self.optimizers[optimizer] = torch.optim.SGD([t], lr=lr, momentum=momentum)
+        return t
 
 
-class Selector(Component):
-    """Base class: chooses a budget of real pairs (a coreset)."""
-
-    @abstractmethod
-    def select(self, ctx: SelectContext) -> Selection:
-        """Return ``ctx.budget`` distinct pair indices of ``ctx.train`` (a Selection, tensor or list);
-        raise ConfigError for a budget < 1 or larger than the pairs (images with unique_images)."""
-
-
-# =========================================================================== evaluators
 @dataclass
-class EvalContext:
-    """What an evaluator gets: the pairs to train on and the split to measure on."""
+class StepResult:
+    """One outer iteration's loss, the gradients of the learned tensors (by name; None: no
+    gradient reached it) and metrics to record (floats: per-modality matching terms, step sizes)."""
 
-    train: PairData                 # a pair set (or a real split) as pair data
-    eval_data: PairData             # the evaluation split
-    spec: ModelSpec
-    #: learned step sizes of a distilled set (None: the evaluator's default)
-    lr_img: float | None = None
-    lr_txt: float | None = None
-    device: str = "cpu"
-    host: PluginHost | None = None
-    progress: Progress = NULL
-    #: a phased set's pair ranges [lo, hi), in the order it is trained on them (PTM-ST); None: all at once
-    phases: list[tuple[int, int]] | None = None
+    loss: float
+    grads: dict[str, torch.Tensor | None]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and all(g is None or bool(torch.isfinite(g).all()) for g in self.grads.values())
 
 
-class Evaluator(Component):
-    """Base class: scores a pair set by training fresh models on it."""
+@dataclass(frozen=True)
+class PeriodicEval:
+    """The quick evaluation a distillation runs every ``eval_every`` iterations (on --eval-split)."""
 
-    @abstractmethod
-    def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
-        """Train on ``ctx.train``, test on ``ctx.eval_data``; return metrics (the six recalls in %)."""
+    #: Fresh models per periodic evaluation.
+    seeds: int = ranged(1, 1)
+    #: Epochs each periodic evaluation model trains.
+    epochs: int = ranged(30, 1)
 
 
-# =========================================================================== distillers
 @dataclass
 class DistillContext:
     """What a distiller gets from ``vl distill``."""
@@ -136,8 +114,9 @@ class DistillContext:
     resume: bool = False
     host: PluginHost | None = None
     progress: Progress = NULL
-    eval_options: dict = field(default_factory=dict)
-    #: experiment tracking (:class:`vlcore.loggers.Loggers`); None: the always-on ``jsonl`` logger only
+    #: the periodic evaluation's models (``eval_data`` given)
+    eval_options: PeriodicEval = field(default_factory=PeriodicEval)
+    #: experiment tracking (:class:`vlcore.artifacts.loggers.Loggers`); None: the always-on ``jsonl`` logger only
     loggers: Any = None
     #: more records for the pair set's meta.json (e.g. the defaults `vl distill` picked)
     meta: dict = field(default_factory=dict)
@@ -145,7 +124,7 @@ class DistillContext:
 
 @dataclass(frozen=True)
 class RecipeConfig:
-    """The options the shared recipe loop (:func:`vlcore.recipe.run`) reads: every distiller's
+    """The options the shared recipe loop (:func:`vlcore.distill.recipe.run`) reads: every distiller's
     ``Config`` inherits it (``class Config(RecipeConfig): ...``) and adds its own fields; a subclass
     may give these another default (its range stays) but not remove them."""
 
@@ -169,7 +148,7 @@ VOLATILE = ("iterations", "eval_every", "checkpoint_every", "max_failures")
 class Distiller(Component):
     """Base class: synthesises a small pair set, as a *recipe* of overridable steps.
 
-    :meth:`distill` runs the shared loop (:func:`vlcore.recipe.run`), which owns resume, the
+    The shared loop runs it (``run(distiller, ctx)``, :func:`vlcore.distill.recipe.run`); it owns resume, the
     non-finite guards (gradient and state), checkpoints, periodic dev evaluation, progress and
     figures, and calls, in order::
 
@@ -189,10 +168,10 @@ class Distiller(Component):
 
     Its ``Config`` subclasses :class:`RecipeConfig` (the fields the loop reads: ``pairs``,
     ``iterations``, ``checkpoint_every``, ``eval_every``, ``max_failures``).  Everything a run
-    builds lives in the :class:`~vlcore.recipe.RunState` (``state.runtime`` for what no checkpoint
+    builds lives in the :class:`~vlcore.distill.contract.RunState` (``state.runtime`` for what no checkpoint
     holds: the model, caches), never on the distiller, so one instance can run again.  A method
     overrides the steps that differ and nothing else; trajectory-matching methods subclass
-    :class:`vlcore.matching.TrajectoryMatching` (``needs_unroll``), a method without an unrolled
+    :class:`vlcore.distill.matching.TrajectoryMatching` (``needs_unroll``), a method without an unrolled
     student (distribution matching) subclasses this class directly.
     """
 
@@ -212,21 +191,15 @@ class Distiller(Component):
                             f"(the recipe loop reads pairs, iterations, checkpoint_every, eval_every, max_failures)")
 
     def expert_defaults(self) -> dict[str, Any]:
-        """The Stage 1 settings (``vlcore.trajectories.ExpertConfig`` fields) `vl distill` uses when
+        """The Stage 1 settings (``vlcore.training.experts.ExpertConfig`` fields) `vl distill` uses when
         it trains the buffer itself (no ``--buffer``); default: ExpertConfig's own."""
         return {}
 
     def failure_hint(self) -> str:
         """What to change when ``max_failures`` iterations in a row failed (non-finite, or rolled
-        back): the loop's :class:`~vlcore.recipe.NonFiniteError` ends with it, so it names this
+        back): the loop's :class:`~vlcore.distill.recipe.NonFiniteError` ends with it, so it names this
         method's own flags."""
         return "Lower the learning rates of the learned tensors."
-
-    def distill(self, ctx: DistillContext) -> PairSet:
-        """Run the recipe; return the pair set (also saved into ``ctx.out``)."""
-        from .recipe import run
-
-        return run(self, ctx)
 
     @abstractmethod
     def setup(self, ctx: DistillContext) -> RunState:
@@ -242,18 +215,23 @@ class Distiller(Component):
         """One outer iteration: the loss and the gradients of ``state.learned`` (not applied)."""
 
     def evaluate(self, ctx: DistillContext, state: RunState) -> dict | None:
-        """Dev metrics of the current set (None: no evaluation)."""
-        return None
+        """Dev metrics of the current set: :meth:`snapshot` trained on by ``ctx.eval_options``'s fresh
+        models and scored on ``ctx.eval_data`` (None: no evaluation data, or the evaluation models
+        diverged; the run goes on and the evaluation is not recorded)."""
+        if ctx.eval_data is None:
+            return None
+        try:
+            return evaluate_pairs(self.snapshot(ctx, state), ctx.eval_data, ctx.spec,
+                                  options=asdict(ctx.eval_options), device=ctx.device, host=ctx.host)
+        except DivergedError as exc:
+            log.warning("dev evaluation after iteration %d skipped: %s", state.iteration, exc)
+            return None
 
     def save_checkpoint(self, ctx: DistillContext, state: RunState, path: Path) -> None:
-        from .checkpoint import save_state
-
         save_state(state, path)
 
     def load_checkpoint(self, ctx: DistillContext, state: RunState, path: Path) -> RunState:
         """The saved state of ``path``, into the freshly set-up ``state`` (its tensors give the shapes)."""
-        from .checkpoint import load_state
-
         return load_state(state, path)
 
     def check_state(self, state: RunState) -> str | None:
@@ -263,13 +241,11 @@ class Distiller(Component):
 
     def check_health(self, ctx: DistillContext, state: RunState) -> dict[str, str]:
         """After an applied update: what makes the current set unhealthy (the rule of
-        :mod:`vlcore.health`), by what (``"pixels"``, ``"text"``), each with its value and likely
+        :mod:`vlcore.distill.health`), by what (``"pixels"``, ``"text"``), each with its value and likely
         cause; the loop warns once per entry during the run and records it in the pair set's
         ``meta["warnings"]``.  Default: the rule on ``state.learned["images"]`` and ``["text"]``
         (text measured against ``state.info["text_norm0"]``, else 1), the cause their learning rates
         (the Config's ``lr_images`` / ``lr_text``, when it has them)."""
-        from .health import problems, read
-
         L = state.learned
         if "images" not in L or "text" not in L:
             return {}

@@ -1,18 +1,60 @@
-"""Coresets as artifacts: run a selector component and turn the pairs it chose into a pair set
-(the artifact distillation writes too, so ``vl eval`` scores both alike)."""
+"""Coresets: the selector kind (:class:`Selector`, its typed context :class:`SelectContext`, its
+answer :class:`Selection`) and, as artifacts, :func:`run_selector`: a selector's choice turned into a
+pair set (the artifact distillation writes too, so ``vl eval`` scores both alike)."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from abc import abstractmethod
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from .components import SelectContext, Selection, Selector
-from .data import to_float
-from .errors import VLError
-from .io import versions
-from .pairset import PairSet
+from vlcore.artifacts.io import versions
+from vlcore.core.component import Component
+from vlcore.core.errors import VLError
+from vlcore.core.progress import NULL, Progress
+from vlcore.core.registry import PluginHost
+from vlcore.data.dataset import to_float
+from vlcore.data.pairset import PairSet
+from vlcore.data.pipeline import PairData
+from vlcore.model.encoder import ModelSpec
+from vlcore.training.buffer import Buffer
+
+
+@dataclass
+class SelectContext:
+    """What a selector gets from ``vl coreset``."""
+
+    train: PairData                 # the real training split
+    spec: ModelSpec                 # the buffer's when a buffer is given
+    budget: int = 100               # pairs to choose
+    seed: int = 0
+    buffer: Buffer | None = None
+    device: str = "cpu"
+    host: PluginHost | None = None
+    progress: Progress = NULL
+    dataset_info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Selection:
+    """Pair indices into ``ctx.train`` in the order chosen, JSON diagnostics (meta["selection"]) and
+    a one-line summary of them for the console (e.g. ``mean error 0.012``)."""
+
+    indices: Any                    # torch.LongTensor (budget,)
+    info: dict = field(default_factory=dict)
+    summary: str = ""
+
+
+class Selector(Component):
+    """Base class: chooses a budget of real pairs (a coreset)."""
+
+    @abstractmethod
+    def select(self, ctx: SelectContext) -> Selection:
+        """Return ``ctx.budget`` distinct pair indices of ``ctx.train`` (a Selection, tensor or list);
+        raise ConfigError for a budget < 1 or larger than the pairs (images with unique_images)."""
+
 
 
 def as_selection(result: Any) -> Selection:

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .losses import TEMPERATURE, contrastive_loss
+from vlcore.model.losses import TEMPERATURE, contrastive_loss
 
 #: MDM's defaults (REFERENCE.md)
 MERGE_A = 0.5
@@ -245,7 +245,7 @@ class MDMLoss(NamedTuple):
 def mdm_loss(img_syn: torch.Tensor, txt_syn: torch.Tensor, img_real: torch.Tensor, txt_real: torch.Tensor, *,
              temperature: float = TEMPERATURE, w_u: float = W_U, w_g: float = W_G, sigma: float = SIGMA) -> MDMLoss:
     """MDM's loss on the teacher's embeddings: the project's contrastive loss
-    (:func:`vlcore.losses.contrastive_loss`, InfoNCE at ``temperature``) on the synthetic batch
+    (:func:`vlcore.model.losses.contrastive_loss`, InfoNCE at ``temperature``) on the synthetic batch
     (``img_syn``, ``txt_syn``: (m, d), pair i with pair i), plus ``w_u GKE(U) + w_g GKE(G)`` between
     the real batch (``img_real``, ``txt_real``: (n, d); detached here) and the synthetic one, with
     ``U``, ``G`` from :func:`sum_and_difference`.  Embeddings may be unnormalised (they are
@@ -269,7 +269,7 @@ MEANS = ("norms", "params")
 def displacement_table(trajectories: list[dict[str, torch.Tensor]], epochs: int, mean: str = "norms",
                        modalities: tuple[str, ...] = ("img", "txt")) -> dict[str, torch.Tensor]:
     """``D_m(t)`` for t = 1..``epochs`` (float64 (T,) per modality) from experts' trajectories
-    (``{"img.e": vec, "txt.e": vec}`` each, as :meth:`~vlcore.trajectories.Buffer.load` returns
+    (``{"img.e": vec, "txt.e": vec}`` each, as :meth:`~vlcore.training.buffer.Buffer.load` returns
     them).  ``mean`` (see :func:`displacements`): ``"norms"``, the mean over experts of
     ``||theta_e(t-1) - theta_e(t)||``; ``"params"``, ``||mean_e theta_e(t-1) - mean_e theta_e(t)||``.
     A modality with no parameters gets zeros."""

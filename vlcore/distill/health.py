@@ -14,7 +14,7 @@ of real data, and this module says how far is still a set and how far is noise. 
   embeddings' median norm; the bundled text encoders give unit-length caption embeddings).
 
 Beyond either bound the distillation warns once, during the run, and records the warning in the
-pair set's ``meta["warnings"]``, which ``vl eval`` repeats (:mod:`vlcore.recipe`).  The bounds come
+pair set's ``meta["warnings"]``, which ``vl eval`` repeats (:mod:`vlcore.distill.recipe`).  The bounds come
 from what the bundled recipes produce (frozen EfficientNet-Lite0, the worst image / the largest
 norm; nothing there warns):
 

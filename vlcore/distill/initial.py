@@ -6,9 +6,9 @@
   ``torch.randperm`` of the run's generator (the same draw, so the same pairs, as before the option
   existed);
 * ``kmeans``: the real pairs nearest the ``n`` centroids of mini-batch k-means on each pair's
-  ``norm([norm(image feature); norm(caption embedding)])`` (:func:`vlcore.kmeans_init.kmeans_init`,
+  ``norm([norm(image feature); norm(caption embedding)])`` (:func:`vlcore.distill.kmeans_init.kmeans_init`,
   seeded with the run's seed; it draws nothing from the run's generator).  The image features are
-  :func:`vlcore.kmeans_init.init_features`: a frozen backbone's cached features, a trainable
+  :func:`vlcore.distill.kmeans_init.init_features`: a frozen backbone's cached features, a trainable
   backbone's as the buffer's expert 0 has it at epoch 0.  One pair per image when the training split
   has at least ``n`` images (a second caption of a chosen image would spend the budget on it);
 * ``noise``: pixels uniform in the training images' value range, text embeddings random unit vectors
@@ -20,8 +20,8 @@ chosen pair ids (``[image id, caption index]``), and for k-means its settings an
 Start epochs: ``shared`` (default) draws one start epoch for both modalities from
 ``[0, max_start_epoch)`` (as before the option existed: no other draw).  ``async`` (AMD) draws the
 image and the text start independently, from ``0..R_V`` and ``0..R_L`` (inclusive), the ranges
-:func:`vlcore.distribution.start_ranges` computes once per run from the buffer's per-modality
-displacements (:func:`vlcore.distribution.displacements`, mean of each expert's step lengths),
+:func:`vlcore.distill.distribution.start_ranges` computes once per run from the buffer's per-modality
+displacements (:func:`vlcore.distill.distribution.displacements`, mean of each expert's step lengths),
 clamped to ``max_start_epoch - 1``; ``start_reading`` chooses how R_V is read (``as-written``:
 ``min{t : r(t) > median}``, the default, as REFERENCE.md writes it; ``last-above``:
 ``max{t : r(t) > median}``).  On vlcore's buffers the literal reading gives R_V < R_L (the first
@@ -31,17 +31,16 @@ epoch sits above the median), the other R_V > R_L, as the paper says; with ``max
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from .components import RecipeConfig
-from .coreset import source_ids
-from .data import to_float
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .components import DistillContext
+from vlcore.data.dataset import to_float
+from vlcore.distill.contract import DistillContext, RecipeConfig
+from vlcore.distill.coreset import source_ids
+from vlcore.distill.distribution import displacements, start_ranges
+from vlcore.distill.kmeans_init import init_features, kmeans_init
 
 INITS = ("real", "kmeans", "noise")
 
@@ -71,7 +70,6 @@ def start_info(config, buffer) -> dict:
     """``{"start_ranges": ...}`` for a run's ``state.info`` (async), else ``{}``: computed once per run."""
     if getattr(config, "start_sampling", "shared") != "async":
         return {}
-    from .distribution import displacements, start_ranges
 
     d = displacements(buffer)
     r = start_ranges(d["img"], d["txt"], config.max_start_epoch - 1, reading=config.start_reading)
@@ -116,8 +114,6 @@ def initial_pairs(ctx: "DistillContext", n: int, generator: torch.Generator, met
     if method == "real":
         idx = torch.randperm(train.num_pairs, generator=generator)[:n]
     else:
-        from .kmeans_init import init_features, kmeans_init
-
         feats = init_features(ctx.spec, train, buffer=None if ctx.spec.frozen else ctx.buffer, expert=0, epoch=0,
                               seed=ctx.seed, host=ctx.host, device=ctx.device, progress=ctx.progress)
         km = kmeans_init(feats, train.text, n, ctx.seed, pair_image=train.pair_image,

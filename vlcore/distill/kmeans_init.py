@@ -32,8 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, VLError
-from .progress import NULL, Progress
+from vlcore.core.errors import ConfigError, VLError
+from vlcore.core.progress import NULL, Progress
+from vlcore.data.pipeline import build_backbone, build_model, compute_features, image_features
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def kmeans_init(image_features: torch.Tensor, text: torch.Tensor, k: int, seed: 
     """The ``k`` real pairs nearest the ``k`` centroids of mini-batch k-means (seeded with ``seed``)
     on the pairs' :func:`joint_features`.
 
-    ``image_features``: (num_images, F) with ``pair_image`` (N,) (as :class:`~vlcore.pipeline.PairData`
+    ``image_features``: (num_images, F) with ``pair_image`` (N,) (as :class:`~vlcore.data.pipeline.PairData`
     keeps them: ``kmeans_init(feats, data.text, k, seed, pair_image=data.pair_image)``), or (N, F);
     ``text``: (N, D) caption embeddings.  ``distinct_images``: one pair per image at most.  Returns
     the pair indices (distinct, in centroid order), the centroids and ``info`` for meta.json.
@@ -181,8 +182,6 @@ def model_with(buffer, params: dict[str, torch.Tensor], *, host=None, device="cp
     """A dual encoder of ``buffer``'s spec (built with ``seed``) holding ``params`` (named trainable
     parameters, e.g. ``buffer.params(buffer.load(i), epoch)`` or a merged teacher's), in eval mode.
     Refuses parameters that are not exactly the trainable ones of the model the spec builds now."""
-    from .pipeline import build_model
-
     model = build_model(buffer.spec, int(buffer.index["text_dim"]), seed=seed, host=host, device=device)
     trainable = set(model.trainable_named())
     if set(params) != trainable:
@@ -201,7 +200,7 @@ def expert_seed(buffer, expert: int) -> int:
 
 def init_features(spec, data, *, buffer=None, expert: int = 0, epoch: int = 0, seed: int = 0, host=None,
                   device="cpu", progress: Progress = NULL) -> torch.Tensor:
-    """(num_images, F) float32 image features of ``data`` (a :class:`~vlcore.pipeline.PairData`) for
+    """(num_images, F) float32 image features of ``data`` (a :class:`~vlcore.data.pipeline.PairData`) for
     :func:`kmeans_init`, on the CPU.
 
     * a frozen backbone (``spec.frozen``): its backbone features (cached on disk: the same ones
@@ -211,8 +210,6 @@ def init_features(spec, data, *, buffer=None, expert: int = 0, epoch: int = 0, s
       not hold, would be the fresh model's);
     * a backbone that trains, without a buffer: the backbone a model built with ``seed`` starts from.
     """
-    from .pipeline import build_backbone, compute_features, image_features
-
     if spec.frozen:
         return image_features(spec, data, host=host, device=device, progress=progress).float().cpu()
     if buffer is None:

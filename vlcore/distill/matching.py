@@ -3,8 +3,8 @@
 Stage 2 of REFERENCE.md: synthetic pairs (pixels + continuous caption embeddings) are optimised so
 that a student trained on them for ``syn_steps`` steps from an expert's epoch-``s`` parameters
 lands where the expert was at epoch ``s + expert_epochs``; each modality's distance is normalised
-by its own expert displacement.  The math is in :mod:`vlcore.unroll`, the loop in
-:mod:`vlcore.recipe`; a method subclasses :class:`TrajectoryMatching` and overrides what differs:
+by its own expert displacement.  The math is in :mod:`vlcore.distill.unroll`, the loop in
+:mod:`vlcore.distill.recipe`; a method subclasses :class:`TrajectoryMatching` and overrides what differs:
 
 * :meth:`~TrajectoryMatching.init_synthetic`: more learned tensors (LoRS's similarity factors);
 * :meth:`~TrajectoryMatching.student_inputs`: what the student reads (a :class:`StudentInputs`),
@@ -21,52 +21,36 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import Callable, Literal
 
 import torch
-import torch.nn.functional as F
 
-from . import distributed
-from .components import VOLATILE, DistillContext, Distiller
-from .config import MAX_LR, check_ranges, ranged
-from .errors import ConfigError, DivergedError, IncompatibleError, VLError
-from .evaluate import evaluate_pairs
-from .initial import StartConfig, draw_starts, initial_pairs, start_info
-from .io import fingerprint, versions
-from .losses import contrastive_loss
-from .pairset import PIXEL_LIMIT, TEXT_LIMIT, PairSet
-from .pipeline import build_model
-from .recipe import RunState, StepResult
-from .trajectories import LoadsExperts
-from .unroll import ParamLayout, StudentInputs, Unroll, UnrollBackend
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import DualEncoder
-    from .trajectories import Buffer
+from vlcore.artifacts.io import fingerprint, versions
+from vlcore.core.config import MAX_LR, check_ranges, ranged
+from vlcore.core.errors import ConfigError, IncompatibleError, VLError
+from vlcore.core.registry import get_host
+from vlcore.data.checks import PIXEL_LIMIT, TEXT_LIMIT
+from vlcore.data.pairset import PairSet
+from vlcore.data.pipeline import build_model
+from vlcore.data.viz import line_plot, pair_grid
+from vlcore.distill.contract import VOLATILE, DistillContext, Distiller, RunState, StepResult
+from vlcore.distill.health import problems, read
+from vlcore.distill.learning_rates import (
+    collapsed_step_sizes, health_cause, learning_rates, scale_to_first_gradient, step_size_problem
+)
+from vlcore.distill.initial import StartConfig, draw_starts, initial_pairs, start_info
+from vlcore.distill.unroll import StudentInputs, Unroll, UnrollBackend
+from vlcore.model.encoder import DualEncoder
+from vlcore.model.losses import contrastive_loss
+from vlcore.model.params import ParamLayout
+from vlcore.training import distributed
+from vlcore.training.buffer import Buffer, LoadsExperts
 
 log = logging.getLogger(__name__)
 
 #: the learned tensors every trajectory-matching method has; others are a method's own (saved in the
 #: pair set's ``extra``)
 STANDARD = ("images", "text", "log_lr_img", "log_lr_txt")
-#: the learned step sizes must stay within this factor of their initial value (else the update is
-#: rolled back); below 1/COLLAPSE of it at the end, the run warns that they collapsed
-LR_RANGE = 1e4
-COLLAPSE = 100.0
-#: the default learning rates (``lr_images`` / ``lr_text`` left to none) are scaled to the run's first
-#: gradient so that the first update moves the pixels by this root mean square, in half-widths of the
-#: data's range (:func:`vlcore.health.pixel_spread`'s unit), and each text embedding by this multiple of
-#: its initial norm (median).  Both are what the Flickr8k recipes' lr 100 does (frozen EfficientNet-Lite0
-#: at 112 px, bitraj 100 pairs, 1,500 training photos: 0.03 and 2.5).  The gradient's scale is mostly
-#: the data's, not the encoder's: at one encoder and image size it is 150 times larger on 60 photos
-#: (few expert steps per epoch, against --syn-steps) than on the 2,000 embedded scenes, and 2.3 times
-#: larger at 64 px than at 112 px; so no fixed learning rate is both healthy on a small folder and
-#: useful on a large one, and none needs declaring per encoder.
-FIRST_STEP_PIXELS = 0.03
-FIRST_STEP_TEXT = 2.5
-#: the learned tensors whose learning rate may be left to the default, with their flag and option
-LEARNING_RATES = {"images": ("--lr-images", "lr_images", FIRST_STEP_PIXELS),
-                  "text": ("--lr-text", "lr_text", FIRST_STEP_TEXT)}
 
 
 @dataclass
@@ -166,7 +150,7 @@ class TrajectoryMatching(Distiller):
     # ------------------------------------------------------------------ setup
     def check_config(self) -> None:
         """Refuse settings no run can use (ConfigError naming the flag): the ranges the Config's
-        fields declare (:func:`vlcore.config.ranged`), and the rules between fields."""
+        fields declare (:func:`vlcore.core.config.ranged`), and the rules between fields."""
         c = self.config
         check_ranges(c, f"distiller '{self.name}'")
         if c.batch_syn == 1:
@@ -230,8 +214,6 @@ class TrajectoryMatching(Distiller):
                 "seed": ctx.seed, "data": ctx.dataset_info.get("fingerprint")}
 
     def _backend(self, ctx: DistillContext):
-        from .registry import get_host
-
         host, c = ctx.host or get_host(), self.config
         store = {"store_device": c.unroll_store_device, "store_dtype": c.unroll_store_dtype}
         given = {k: v for k, v in store.items() if v}
@@ -248,7 +230,7 @@ class TrajectoryMatching(Distiller):
         return self.config.pairs
 
     def init_synthetic(self, ctx: DistillContext, state: RunState) -> None:
-        """N initial pairs by ``init`` (:mod:`vlcore.initial`: random real pairs, k-means, noise; or noise by
+        """N initial pairs by ``init`` (:mod:`vlcore.distill.initial`: random real pairs, k-means, noise; or noise by
         init_images / init_text), the log step sizes at the experts' learning rate."""
         c, train, g = self.config, ctx.train, state.generator
         init = initial_pairs(ctx, state.runtime.n, g, c.init)
@@ -380,55 +362,8 @@ class TrajectoryMatching(Distiller):
             grads = dict(zip(names, flat))
             loss, parts["img"], parts["txt"] = (float(v) for v in scalars)
         result = StepResult(loss, grads, {**parts, **lrs})
-        self.scale_learning_rates(state, result)
+        scale_to_first_gradient(self.config, state, result)
         return result
-
-    # ------------------------------------------------------ learning rates
-    def scale_learning_rates(self, state: RunState, result: StepResult) -> None:
-        """At a learned tensor's first finite, non-zero gradient: record its size (``state.info
-        ["first_gradient"]``, in the units of :data:`FIRST_STEP_PIXELS` / :data:`FIRST_STEP_TEXT` per
-        unit of learning rate) and, when its learning rate was left to the default (none), set it so
-        that this first update moves the tensor by that much (``state.info["lr_chosen"]``).  Once per
-        run: the checkpoint holds both, and the optimiser its learning rate."""
-        if not result.finite():
-            return
-        first, chosen = state.info.setdefault("first_gradient", {}), state.info.setdefault("lr_chosen", {})
-        for name, (_, option, target) in LEARNING_RATES.items():
-            g = result.grads.get(name)
-            t = state.learned.get(name)
-            if name in first or g is None or t is None or not t.requires_grad:
-                continue
-            g = g.detach().float()
-            if name == "images":  # pixel units -> half-widths of the data's range
-                size = 2 * float(g.pow(2).mean().sqrt())
-            else:
-                size = float(g.norm(dim=-1).median()) / (state.info.get("text_norm0") or 1.0)
-            if not (size > 0 and math.isfinite(size)):
-                continue
-            first[name] = size
-            if getattr(self.config, option) is None:
-                lr = min(target / size, MAX_LR)
-                self._set_lr(state, name, lr)
-                chosen[name] = lr
-                log.info("%s chosen from the first gradient: %.3g (the first update moves the %s by %g)",
-                         LEARNING_RATES[name][0], lr, "pixels" if name == "images" else "text embeddings", target)
-
-    @staticmethod
-    def _set_lr(state: RunState, name: str, lr: float) -> None:
-        t = state.learned[name]
-        for opt in state.optimizers.values():
-            for group in opt.param_groups:
-                if any(p is t for p in group["params"]):
-                    group["lr"] = lr
-
-    def learning_rates(self, state: RunState) -> dict[str, float]:
-        """The learning rates of the synthetic images and texts this run uses (given, or chosen from
-        the first gradient; 0 while a default one awaits its first gradient)."""
-        c, out = self.config, {}
-        for name, (_, option, _) in LEARNING_RATES.items():
-            given = getattr(c, option)
-            out[name] = given if given is not None else state.info.get("lr_chosen", {}).get(name, 0.0)
-        return out
 
     def _chain(self, state: RunState, wrt: dict[str, torch.Tensor], grads: list) -> dict[str, torch.Tensor | None]:
         """Gradients of the learned leaves from those of the student's inputs (one backward pass
@@ -469,58 +404,25 @@ class TrajectoryMatching(Distiller):
         norm = float(L["text"].detach().norm(dim=-1).max())
         if norm > TEXT_LIMIT:
             return f"a synthetic text embedding reached norm {norm:.3g}, beyond the allowed {TEXT_LIMIT:g}"
-        lr0 = state.info.get("lr0")
-        for side in ("img", "txt"):
-            lr = math.exp(float(L[f"log_lr_{side}"].detach()))
-            if lr0 and not lr0 / LR_RANGE <= lr <= min(lr0 * LR_RANGE, MAX_LR):
-                return (f"the step size lr_{side} became {lr:.3g}, outside [{lr0 / LR_RANGE:.3g}, "
-                        f"{lr0 * LR_RANGE:.3g}] (a factor {LR_RANGE:g} of its initial {lr0:g})")
-        return None
+        return step_size_problem(state)
 
     def failure_hint(self) -> str:
         return ("Lower the learning rates (--lr-images, --lr-text, --lr-lr) or --syn-steps, or keep the pixels in "
                 "[0, 1] with --clamp-images.")
 
     def check_health(self, ctx: DistillContext, state: RunState) -> dict[str, str]:
-        """The :mod:`vlcore.health` rule on the current set (pixels, text norms against their start),
+        """The :mod:`vlcore.distill.health` rule on the current set (pixels, text norms against their start),
         each problem with its value and its likely cause: the learning rate, for this data, encoder and
         image size, naming the flag to lower and a value (from the first gradient's size)."""
-        from .health import problems, read
-
         L = state.learned
         found = problems(read(L["images"], L["text"], state.info.get("text_norm0") or 1.0))
-        return {what: f"{message}. {self._health_cause(ctx, state, 'images' if what == 'pixels' else 'text')}"
+        return {what: f"{message}. {health_cause(self.config, ctx, state, 'images' if what == 'pixels' else 'text')}"
                 for what, message in found.items()}
-
-    def _health_cause(self, ctx: DistillContext, state: RunState, name: str) -> str:
-        flag, option, target = LEARNING_RATES[name]
-        lr = self.learning_rates(state)[name]
-        spec, c = ctx.spec, self.config
-        where = (f"{spec.encoder} at {spec.image_size} px on this data ({ctx.train.num_pairs} training pairs, "
-                 f"{state.runtime.n} synthetic)")
-        expert = ctx.buffer.index.get("expert") or {}
-        steps = math.ceil(ctx.train.num_pairs / expert["batch_size"]) if expert.get("batch_size") else None
-        short = (f"; the experts take only {steps} SGD steps per epoch here, fewer than --syn-steps {c.syn_steps}, "
-                 f"which makes the matching gradient large" if steps and steps * c.expert_epochs < c.syn_steps else "")
-        what = "pixels" if name == "images" else "text embeddings"
-        if getattr(c, option) is None:
-            clamp = ", or keep the pixels in [0, 1] with --clamp-images" if name == "images" else ""
-            return (f"Likely cause: {flag} {lr:.3g} (the default, scaled to the first gradient) still lets the {what} "
-                    f"drift too far over {state.iteration} iterations for {where}{short}. Lower {flag} "
-                    f"(e.g. {flag} {lr / 10:.2g}) or --iterations{clamp}.")
-        first = state.info.get("first_gradient", {}).get(name)
-        moved = (f": its first update alone moved the {what} by {lr * first:.3g} "
-                 f"({'root mean square, in the data range' if name == 'images' else 'times their initial norm'}"
-                 f"; the default moves them by {target:g})" if first else "")
-        suggest = target / first if first else lr / 10
-        return (f"Likely cause: {flag} {lr:g} is too high for {where}{moved}{short}. Lower {flag} (about {suggest:.2g} "
-                f"here), or leave it out: the default scales it to this run's gradient.")
 
     def diagnose(self, ctx: DistillContext, state: RunState) -> list[str]:
         """Warnings: the matching loss stuck at its trivial value (the student does not move: it ends
         where the expert started, each normalised term 1), step sizes that collapsed."""
         h, out = state.history, []
-        lr0 = state.info.get("lr0")
         lrs = {side: math.exp(float(state.learned[f"log_lr_{side}"].detach())) for side in ("img", "txt")}
         losses = h["loss"][-10:]
         parts = sum(any(not math.isnan(v) for v in h.get(side, [])) for side in ("img", "txt"))
@@ -528,25 +430,11 @@ class TrajectoryMatching(Distiller):
             out.append(f"the matching loss stayed at its trivial value {parts:g} (the student does not move from the "
                        f"expert's start; learned step sizes lr_img={lrs['img']:.3g}, lr_txt={lrs['txt']:.3g}): the set "
                        f"is not distilled. Lower --lr-lr, or set --lr-init.")
-        if lr0 and self.config.learn_lr:
-            low = [f"lr_{side}={v:.3g}" for side, v in lrs.items() if v < lr0 / COLLAPSE]
-            if low:
-                out.append(f"the learned step sizes collapsed ({', '.join(low)}, from {lr0:g}: below 1/{COLLAPSE:g} of "
-                           f"it); models trained on this set will barely move. Lower --lr-lr.")
+        if self.config.learn_lr:
+            out += collapsed_step_sizes(state)
         return out
 
     # --------------------------------------------------------------- outputs
-    def evaluate(self, ctx: DistillContext, state: RunState) -> dict | None:
-        if ctx.eval_data is None:
-            return None
-        opts = {"seeds": 1, "epochs": 30, **ctx.eval_options}
-        try:
-            return evaluate_pairs(self.snapshot(ctx, state), ctx.eval_data, ctx.spec, options=opts,
-                                  device=ctx.device, host=ctx.host)
-        except DivergedError as exc:  # the run goes on; this evaluation is not recorded
-            log.warning("dev evaluation after iteration %d skipped: %s", state.iteration, exc)
-            return None
-
     def snapshot(self, ctx: DistillContext, state: RunState) -> PairSet:
         L = state.learned
         text = L["text"].detach().cpu()
@@ -559,32 +447,18 @@ class TrajectoryMatching(Distiller):
                 "source_ids_are": "the real pairs the synthetic set was initialised from",
                 "init": state.info.get("init"), "starts": state.info.get("start_ranges") or {"sampling": "shared"},
                 "history": state.history, "versions": versions(),
-                "learning_rates": {**self.learning_rates(state),
+                "learning_rates": {**learning_rates(self.config, state),
                                    "chosen": sorted(state.info.get("lr_chosen", {}))}}
-        return PairSet(images=L["images"].detach().cpu(), text=text, captions=self.nearest_captions(ctx, text),
+        return PairSet(images=L["images"].detach().cpu(), text=text, captions=ctx.train.nearest_captions(text)[0],
                        meta=meta, lr_img=float(L["log_lr_img"].detach().exp()),
                        lr_txt=float(L["log_lr_txt"].detach().exp()),
                        source_ids=[(str(a), int(b)) for a, b in ids] if ids is not None else None,
                        extra={k: v.detach().cpu() for k, v in L.items() if k not in STANDARD})
 
-    def nearest_captions(self, ctx: DistillContext, text: torch.Tensor) -> list[str]:
-        """For each synthetic text embedding, the nearest real training caption (cosine)."""
-        return self.nearest(ctx, text)[0]
-
-    def nearest(self, ctx: DistillContext, text: torch.Tensor) -> tuple[list[str], list[float]]:
-        """For each synthetic text embedding, the nearest real training caption and its cosine."""
-        real = F.normalize(ctx.train.text.float(), dim=-1)
-        syn = F.normalize(text.detach().float().cpu(), dim=-1)
-        cos, nn_idx = (syn @ real.t()).max(dim=1)
-        caps = ctx.train.captions or []
-        return [caps[i] if caps else f"caption #{i}" for i in nn_idx.tolist()], [float(v) for v in cos]
-
     def figures(self, ctx: DistillContext, state: RunState, ps: PairSet) -> None:
-        from .viz import line_plot, pair_grid
-
         out, history = Path(ctx.out), state.history
         shown = min(24, len(ps))
-        captions, cosines = self.nearest(ctx, ps.text)
+        captions, cosines = ctx.train.nearest_captions(ps.text)
         pair_grid(ps.images, captions, out / "grid.png", before=state.saved.get("init_images"), max_pairs=24,
                   cols=4, cosines=cosines, title=f"{self.name}: {shown} of {len(ps)} distilled pairs (left: initial, "
                                                  f"right: distilled)")

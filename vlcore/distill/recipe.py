@@ -1,40 +1,38 @@
 """The shared loop of distillation recipes (after torchtune's recipes).
 
-A distiller (:class:`vlcore.components.Distiller`) is a recipe: a small run state
-(:class:`RunState`) and methods with one job each.  :func:`run` drives them and owns everything
+A distiller (:class:`vlcore.distill.contract.Distiller`) is a recipe: a small run state
+(:class:`~vlcore.distill.contract.RunState`) and methods with one job each.  :func:`run` drives them and owns everything
 around the method itself: resume from ``OUT/checkpoint.safetensors``, the non-finite guard on the
 loss and gradients, the guard on the state after each update (the update is rolled back when the
-recipe's :meth:`check_state` objects), the health watch (a set that leaves :mod:`vlcore.health`'s
+recipe's :meth:`check_state` objects), the health watch (a set that leaves :mod:`vlcore.distill.health`'s
 bounds is warned about once, during the run, and recorded in ``meta["warnings"]``), checkpoints
 (also on Ctrl-C / SIGTERM), periodic dev evaluation with the best-on-dev set kept, progress (through
-``ctx.progress``), experiment tracking (through ``ctx.loggers``, see :mod:`vlcore.loggers`) and
+``ctx.progress``), experiment tracking (through ``ctx.loggers``, see :mod:`vlcore.artifacts.loggers`) and
 figures.  It reads the recipe's
-:class:`vlcore.components.RecipeConfig` fields (``pairs``, ``iterations``, ``checkpoint_every``,
+:class:`vlcore.distill.contract.RecipeConfig` fields (``pairs``, ``iterations``, ``checkpoint_every``,
 ``eval_every``, ``max_failures``), takes the advice of a stopped run from its ``failure_hint()``
-and records the retrieval metrics of :data:`vlcore.metrics.KEYS`; it knows nothing of how a step is
+and records the retrieval metrics of :data:`vlcore.model.metrics.KEYS`; it knows nothing of how a step is
 computed (an unrolled student or none).
 """
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import distributed
-from .checkpoint import NAME as CHECKPOINT
-from .errors import VLError
-from .interrupt import shielded, sigterm_as_interrupt
-from .metrics import KEYS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .components import DistillContext, Distiller
-    from .pairset import PairSet
+from vlcore.artifacts.checkpoint import NAME as CHECKPOINT
+from vlcore.artifacts.interrupt import shielded, sigterm_as_interrupt
+from vlcore.artifacts.loggers import LogRun, Loggers, open_loggers
+from vlcore.core.errors import VLError
+from vlcore.core.progress import NULL
+from vlcore.data.pairset import PairSet
+from vlcore.distill.contract import DistillContext, Distiller, RunState, StepResult
+from vlcore.model.metrics import KEYS
+from vlcore.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -43,65 +41,7 @@ class NonFiniteError(VLError):
     """Too many outer iterations in a row gave a non-finite loss or gradient, or an unusable state."""
 
 
-@dataclass
-class RunState:
-    """What a recipe run is, between two iterations: everything a checkpoint holds."""
-
-    #: the leaf tensors the outer loop optimises, by name (synthetic images and texts, step sizes,
-    #: and any method-specific ones: LoRS's similarity factors)
-    learned: dict[str, torch.Tensor]
-    #: the optimisers of ``learned`` (each over some of them), by name
-    optimizers: dict[str, torch.optim.Optimizer]
-    #: the run's seeded random stream (experts, start epochs, minibatches, ...)
-    generator: torch.Generator
-    #: what must not change across a resume (config, model, buffer, data, seed)
-    run_key: str = ""
-    #: what the run key is made of (method, config, model, buffer content, seed, data), to say what differs
-    run_record: dict = field(default_factory=dict)
-    #: outer iterations done (applied or skipped)
-    iteration: int = 0
-    #: iterations in a row that were skipped or rolled back
-    failures: int = 0
-    #: the dev evaluation after the last iteration is due but not done (an interrupt cut it short)
-    eval_pending: bool = False
-    #: per-iteration records: "iteration", "loss" and the step's metrics; "eval": dev evaluations
-    history: dict[str, list] = field(default_factory=lambda: {"iteration": [], "loss": [], "eval": []})
-    #: the best dev evaluation so far ({"iteration", "rsum"})
-    best: dict | None = None
-    #: other tensors to keep (e.g. the initial images, for figures)
-    saved: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: other JSON to keep (e.g. the source pair ids of the initialisation)
-    info: dict = field(default_factory=dict)
-    #: what ``setup`` built for this run that no checkpoint holds (the model, an unroll backend, caches),
-    #: as the recipe's own typed object (:class:`vlcore.matching.MatchingRun`); the distiller instance
-    #: holds no run state
-    runtime: Any = None
-
-    def add_learned(self, name: str, tensor: torch.Tensor, optimizer: str, lr: float, momentum: float) -> torch.Tensor:
-        """Register a learned tensor with its own SGD optimiser group ``optimizer``."""
-        t = tensor.detach().clone().requires_grad_(True)
-        self.learned[name] = t
-        if optimizer in self.optimizers:
-            self.optimizers[optimizer].add_param_group({"params": [t], "lr": lr, "momentum": momentum})
-        else:
-            self.optimizers[optimizer] = torch.optim.SGD([t], lr=lr, momentum=momentum)
-        return t
-
-
-@dataclass
-class StepResult:
-    """One outer iteration's loss, the gradients of the learned tensors (by name; None: no
-    gradient reached it) and metrics to record (floats: per-modality matching terms, step sizes)."""
-
-    loss: float
-    grads: dict[str, torch.Tensor | None]
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def finite(self) -> bool:
-        return math.isfinite(self.loss) and all(g is None or bool(torch.isfinite(g).all()) for g in self.grads.values())
-
-
-def run(recipe: "Distiller", ctx: "DistillContext") -> "PairSet":
+def run(recipe: Distiller, ctx: DistillContext) -> PairSet:
     """Run ``recipe`` on ``ctx`` to the end; return the final pair set (saved in ``ctx.out``).
 
     Ctrl-C and SIGTERM write a checkpoint before the interrupt propagates; the run state is
@@ -110,27 +50,18 @@ def run(recipe: "Distiller", ctx: "DistillContext") -> "PairSet":
     had used are put back), so ``--resume`` reaches the result of an uninterrupted run.
 
     Every logger of ``ctx.loggers`` (the ``jsonl`` one at least) gets each iteration's scalars
-    (``loss/total`` and the recipe's :attr:`~vlcore.components.Distiller.scalar_names`), the
+    (``loss/total`` and the recipe's :attr:`~vlcore.distill.contract.Distiller.scalar_names`), the
     metrics of each dev evaluation (``dev/rsum``, ...) and the image grid at the end.
     """
     with sigterm_as_interrupt():
         return _run(recipe, ctx)
 
 
-def _run(recipe, ctx) -> "PairSet":
-    from dataclasses import asdict
-
-    from .loggers import LogRun, open_loggers
-
+def _run(recipe, ctx) -> PairSet:
     c = recipe.config
     out = Path(ctx.out)
     path = out / CHECKPOINT
     if not distributed.is_main():  # under torchrun rank 0 alone evaluates, logs and writes
-        from dataclasses import replace
-
-        from .loggers import Loggers
-        from .progress import NULL
-
         ctx = replace(ctx, eval_data=None, progress=NULL, loggers=Loggers())
     state = recipe.setup(ctx)
     if distributed.is_main():
@@ -152,7 +83,7 @@ def _run(recipe, ctx) -> "PairSet":
     return ps
 
 
-def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> "PairSet":
+def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> PairSet:
     c, out = recipe.config, Path(ctx.out)
     t_start = time.time()
     desc = f"{recipe.name} {c.pairs} pairs"
@@ -191,7 +122,7 @@ def _checkpoint(recipe, ctx, state: RunState, path: Path) -> None:
         recipe.save_checkpoint(ctx, state, path)
 
 
-def _save(ctx, ps: "PairSet", folder: Path, warnings: list[str] | None = None) -> None:
+def _save(ctx, ps: PairSet, folder: Path, warnings: list[str] | None = None) -> None:
     """Save a pair set of the run with the run's own records (``ctx.meta``) and ``warnings`` (its
     ``meta["warnings"]``, which `vl eval` repeats); rank 0 alone."""
     if not distributed.is_main():
@@ -204,7 +135,7 @@ def _save(ctx, ps: "PairSet", folder: Path, warnings: list[str] | None = None) -
 
 def _watch_health(recipe, ctx, state: RunState) -> None:
     """After an applied update: each problem :meth:`check_health` reports (an unhealthy set,
-    :mod:`vlcore.health`) is logged as a warning the first time only, and kept in ``state.info``
+    :mod:`vlcore.distill.health`) is logged as a warning the first time only, and kept in ``state.info``
     (so the checkpoint holds it: a resumed run does not warn again, and still records it)."""
     seen = state.info.setdefault("health", {})
     for what, message in (recipe.check_health(ctx, state) or {}).items():

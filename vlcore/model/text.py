@@ -7,9 +7,9 @@ from typing import Sequence
 
 import torch
 
-from .components import Component
-from .io import atomic_path, cache_dir, fingerprint
-from .progress import NULL, Progress
+from vlcore.artifacts.io import atomic_path, cache_dir, fingerprint
+from vlcore.core.component import Component
+from vlcore.core.progress import NULL, Progress
 
 log = logging.getLogger(__name__)
 

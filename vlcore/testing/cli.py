@@ -1,4 +1,5 @@
-"""Run the ``vl`` command in a subprocess, as a user would (installed entry points, a fresh process)."""
+"""Run the ``vl`` command in a subprocess, as a user would (installed entry points, a fresh process),
+or in this process (:func:`invoke_vl`); :func:`refused_cleanly` checks a refusal."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
+from vlcore.cli.main import cli
 
 
 def vl_command() -> list[str]:
@@ -53,9 +55,19 @@ def invoke_vl(*args, ok: bool = True):
     Result (``output``: stdout and stderr, ``stdout``: stdout only, ``exit_code``)."""
     from click.testing import CliRunner
 
-    from vlcore.cli.main import cli
-
     res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     if ok:
         assert res.exit_code == 0, res.output
     return res
+
+
+def refused_cleanly(res, code: int = 2, fragments: Iterable[str] = ()) -> str:
+    """Check that the in-process run ``res`` (``invoke_vl(..., ok=False)``) was refused the way
+    ``vl`` refuses: exit status ``code`` (2: a usage error), no traceback, and each of ``fragments``
+    in its output (white space folded in both).  Returns the output with its white space folded."""
+    text = " ".join(res.output.split())
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output, res.output
+    for fragment in fragments:
+        assert " ".join(fragment.split()) in text, (fragment, res.output)
+    return text

@@ -1,4 +1,4 @@
-"""Tiny, fast, download-free components for tests: an image encoder and a text encoder.
+"""Tiny, fast, download-free components for tests: an image encoder, a text encoder and a selector.
 
 They are real components (name, docstring, frozen ``Config``), so tests can register them like any
 plugin's (``register_plugin(vlcore.testing.plugin)``) and the contract checks use them to build the
@@ -15,15 +15,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vlcore.model import ImageEncoder
-from vlcore.text import TextEncoder
+from vlcore.core.errors import ConfigError
+from vlcore.distill.coreset import Selector
+from vlcore.model.encoder import ImageEncoder
+from vlcore.model.text import TextEncoder
 
 
 class TinyImageEncoder(ImageEncoder):
     """Tiny CNN for tests (two conv layers, GroupNorm, GELU, a linear projection); random init."""
 
     name = "tiny-cnn"
-    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    mean = std = (0.5, 0.5, 0.5)
     #: trained from scratch: ``vl`` trains all of its weights unless told otherwise
     default_trainable = "full"
     default_image_size = 16
@@ -112,3 +114,23 @@ class HashedTextEncoder(TextEncoder):
 
 
 TEST_COMPONENTS = {"image_encoder": TinyImageEncoder, "text_encoder": HashedTextEncoder}
+
+
+class FirstPairs(Selector):
+    """First pairs: the first pair of each of the first BUDGET images (a selector for tests)."""
+
+    name = "first-pairs"
+
+    @dataclass(frozen=True)
+    class Config:
+        #: at most one pair per image
+        unique_images: bool = True
+
+    def select(self, ctx):
+        budget = ctx.budget
+        if budget > ctx.train.num_images:
+            raise ConfigError(f"budget {budget} > {ctx.train.num_images} images")
+        first: dict[int, int] = {}
+        for p, i in enumerate(ctx.train.pair_image.tolist()):
+            first.setdefault(i, p)
+        return list(first.values())[:budget]

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from vlcore.io import fingerprint
-from vlcore.model import ModelSpec
-from vlcore.pipeline import PairData
+from vlcore.artifacts.io import fingerprint
+from vlcore.data.pipeline import PairData, build_dataset, split_data
+from vlcore.model.encoder import ModelSpec
+
+from .components import HashedTextEncoder
 
 #: the model the contract checks train (test components of vlcore.testing.plugin)
 TINY_SPEC = ModelSpec(encoder="tiny-cnn", encoder_options={}, text_encoder="hashed-bow", text_options={},
@@ -47,10 +49,6 @@ def tiny_embedded(split: str = "train", *, num_train: int = 16, num_dev: int = 8
 
     Images and embeddings are cached under ``VL_CACHE_DIR`` like any split's.
     """
-    from vlcore.pipeline import build_dataset, split_data
-
-    from .components import HashedTextEncoder
-
     # scenes are rendered at the dataset's default size and resized to ``image_size`` on loading
     ds = build_dataset("embedded", options={"num_train": num_train, "num_dev": num_dev, "num_test": num_test,
                                             "seed": seed}, host=host)

@@ -4,7 +4,7 @@
 
 Fixtures:
 
-``vl_host``            a fresh :class:`vlcore.registry.PluginHost` with the installed plugins
+``vl_host``            a fresh :class:`vlcore.core.registry.PluginHost` with the installed plugins
                        (``VL_LOAD_PLUGINS`` applies)
 ``register_plugin``    ``register_plugin(plugin, name=None) -> host``: registers a plugin object or
                        module on ``vl_host`` for this test only and makes that host the process-wide
@@ -15,7 +15,11 @@ Fixtures:
                        captions embedded with the ``hashed-bow`` encoder
 ``tiny_image_encoder`` a built ``tiny-cnn`` image encoder (16 px, 16-d features)
 ``tiny_text_encoder``  a built ``hashed-bow`` text encoder (32-d, no download)
-``tiny_spec``          the :class:`vlcore.model.ModelSpec` of those two test encoders
+``tiny_spec``          the :class:`vlcore.model.encoder.ModelSpec` of those two test encoders
+``tiny_run``           a :class:`vlcore.testing.runs.TinyRun` ``(host, data, buffer)`` for this session:
+                       2 ``tiny-cnn`` experts (2 epochs) trained on ``tiny_pairs``, the buffer
+                       distillers are tested on; run a distiller over it with
+                       ``vlcore.testing.runs.tiny_distill(tiny_run, distiller, out)``
 
 The test components' classes are in :mod:`vlcore.testing.components`; to use them by name
 (``--encoder tiny-cnn``), ``register_plugin(vlcore.testing.plugin)``.
@@ -25,6 +29,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+from vlcore.core.registry import PluginHost
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +49,6 @@ def vl_cache_dir(tmp_path_factory):
 @pytest.fixture
 def vl_host():
     """A fresh plugin host loading the installed plugins (honours ``VL_LOAD_PLUGINS``)."""
-    from vlcore.registry import PluginHost
-
     return PluginHost()
 
 
@@ -54,7 +58,7 @@ def register_plugin(vl_host):
     make ``vl_host`` the process-wide host; returns the host.  Undone after the test."""
     import contextlib
 
-    from .host import registered
+    from .host import registered  # local: torch loads when a fixture that needs it runs
 
     with contextlib.ExitStack() as stack:
         def register(plugin, name: str | None = None):
@@ -65,21 +69,21 @@ def register_plugin(vl_host):
 
 @pytest.fixture
 def tiny_spec():
-    from .data import TINY_SPEC
+    from .data import TINY_SPEC  # local: torch loads when a fixture that needs it runs
 
     return TINY_SPEC
 
 
 @pytest.fixture
 def tiny_pairs():
-    from .data import tiny_pairs as make
+    from .data import tiny_pairs as make  # local: torch loads when a fixture that needs it runs
 
     return make()
 
 
 @pytest.fixture
 def tiny_embedded(vl_cache_dir):
-    from .data import tiny_embedded as make
+    from .data import tiny_embedded as make  # local: torch loads when a fixture that needs it runs
 
     return make()
 
@@ -88,7 +92,7 @@ def tiny_embedded(vl_cache_dir):
 def tiny_image_encoder():
     import torch
 
-    from .components import TinyImageEncoder
+    from .components import TinyImageEncoder  # local: torch loads when a fixture that needs it runs
 
     torch.manual_seed(0)
     return TinyImageEncoder(TinyImageEncoder.Config(), image_size=16)
@@ -96,6 +100,13 @@ def tiny_image_encoder():
 
 @pytest.fixture
 def tiny_text_encoder():
-    from .components import HashedTextEncoder
+    from .components import HashedTextEncoder  # local: torch loads when a fixture that needs it runs
 
     return HashedTextEncoder(HashedTextEncoder.Config())
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    from .runs import tiny_buffer  # local: torch loads when a fixture that needs it runs
+
+    return tiny_buffer(tmp_path_factory.mktemp("tiny-run") / "buffer")

@@ -4,8 +4,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from vlcore import registry
-from vlcore.registry import PluginHost, set_host
+from vlcore.core import registry
+from vlcore.core.registry import PluginHost, set_host
+from vlcore.data import pipeline
+
+from . import plugin as testing_plugin
 
 
 def plugin_name(plugin: Any) -> str:
@@ -15,11 +18,9 @@ def plugin_name(plugin: Any) -> str:
 
 @contextlib.contextmanager
 def use_host(host: PluginHost) -> Iterator[PluginHost]:
-    """Make ``host`` the process-wide host (what :func:`vlcore.registry.get_host` returns, and so
+    """Make ``host`` the process-wide host (what :func:`vlcore.core.registry.get_host` returns, and so
     what the ``vl`` commands and the pipeline helpers use) until the block ends; then restore the
     previous one.  Text encoders the pipeline built meanwhile are forgotten too."""
-    from vlcore import pipeline
-
     old = registry._HOST
     cached = dict(pipeline._TEXT_ENCODERS)
     set_host(host)
@@ -59,8 +60,6 @@ def registered(plugin: Any, name: str | None = None, *, host: PluginHost | None 
 def contract_host(host: PluginHost | None = None) -> PluginHost:
     """``host`` (default: a fresh host with the installed plugins) with the test components of
     :mod:`vlcore.testing.plugin` (``tiny-cnn``, ``hashed-bow``) registered on it."""
-    from . import plugin as testing_plugin
-
     host = host if host is not None else PluginHost()
     if not host.pm.is_registered(testing_plugin):
         host.register(testing_plugin, testing_plugin.PLUGIN_NAME)

@@ -27,7 +27,7 @@ import os
 
 import torch
 
-from .errors import ConfigError, VLError
+from vlcore.core.errors import ConfigError, VLError
 
 
 def launched() -> bool:

@@ -22,7 +22,7 @@ rises monotonically from 0 to 1.  The choices made here (REFERENCE.md leaves the
   ``-0.0`` included).
 
 :func:`derive_shortcut_buffer` turns a whole buffer (epochs 0..T) into a new buffer folder of the
-format :class:`vlcore.trajectories.Buffer` reads (epochs 0..K, K <= T): one ``expert_NNN``
+format :class:`vlcore.training.buffer.Buffer` reads (epochs 0..K, K <= T): one ``expert_NNN``
 file per source expert (same name, seed and settings, the shortcut recorded in its metadata) and
 its own ``index.json`` with the files' checksums and a ``shortcut`` record of the source (its
 path, content fingerprint, the checksums of its expert files, K).  Its ``expert`` settings carry
@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError, IncompatibleError
-from .io import atomic_path, fingerprint, read_json, versions, write_json
-from .progress import NULL, Progress
-from .trajectories import FORMAT, MODALITIES, Buffer, buffer_settings, file_record
+from vlcore.artifacts.io import atomic_path, fingerprint, read_json, versions, write_json
+from vlcore.core.errors import ConfigError, DataError, IncompatibleError
+from vlcore.core.progress import NULL, Progress
+from vlcore.model.params import MODALITIES
+from vlcore.training.buffer import FORMAT, Buffer, buffer_settings, file_record
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def shortcut_snapshots(snapshots, layout: list[list]) -> torch.Tensor:
 
 def shortcut_expert(expert: dict[str, torch.Tensor], layout: dict[str, list[list]], k: int) -> dict[str, torch.Tensor]:
     """An expert's trajectory (``{"img.t": vector, "txt.t": vector}``, as
-    :meth:`vlcore.trajectories.Buffer.load` returns it) -> its shortcut over epochs 0..``k``, in the
+    :meth:`vlcore.training.buffer.Buffer.load` returns it) -> its shortcut over epochs 0..``k``, in the
     same form (epochs 0..k only).  Needs ``k >= 1`` and the expert's snapshots 0..k."""
     if k < 1:
         raise ConfigError(f"a shortcut needs K >= 1 (epochs 0..K), got {k}")
@@ -203,7 +204,7 @@ def _foreign(path: Path, want: dict) -> bool:
 def derive_shortcut_buffer(source: Buffer | str | os.PathLike, out: str | os.PathLike, k: int, *,
                            progress: Progress = NULL) -> Buffer:
     """Write the shortcut over epochs 0..``k`` of every expert of ``source`` into the buffer folder
-    ``out`` and return it as a :class:`~vlcore.trajectories.Buffer`.
+    ``out`` and return it as a :class:`~vlcore.training.buffer.Buffer`.
 
     One expert at a time (memory: one expert's trajectory), each file written atomically and then
     listed in index.json with its checksum.  Resumable: ``out`` may hold what an interrupted
@@ -212,7 +213,7 @@ def derive_shortcut_buffer(source: Buffer | str | os.PathLike, out: str | os.Pat
     and the others are derived.  An index.json of another buffer, or a file under an expert's name
     that is not this derivation's, is refused before anything is written; replacing them is the
     output folder's business (``vl experts --overwrite``).  Call it inside a claimed output folder
-    (:class:`vlcore.outdir.OutputFolder`) so that every write is recorded."""
+    (:class:`vlcore.artifacts.outdir.OutputFolder`) so that every write is recorded."""
     source = source if isinstance(source, Buffer) else Buffer(source)
     out = Path(out)
     if not 1 <= int(k) <= source.epochs:

@@ -4,7 +4,7 @@ models, the full-data model).
 One :class:`SGDConfig` describes the optimisation everywhere; the configs that train a model
 (experts, the evaluator, the selectors) extend it with their own defaults.  With a frozen backbone,
 features are computed once and only the heads train.  Pair data carrying learned similarity targets
-(a LoRS set) trains with :func:`vlcore.losses.similarity_bce_loss` on them, anything else with the
+(a LoRS set) trains with :func:`vlcore.model.losses.similarity_bce_loss` on them, anything else with the
 contrastive loss.
 """
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Callable
 
 import torch
 
-from .data import to_float
-from .config import MAX_LR, check_ranges, ranged
-from .errors import ConfigError, DivergedError
-from .losses import contrastive_loss, similarity_bce_loss
-from .model import DualEncoder
-from .pipeline import PairData
-from .progress import NULL, Progress
+from vlcore.core.config import MAX_LR, check_ranges, ranged
+from vlcore.core.errors import ConfigError, DivergedError
+from vlcore.core.progress import NULL, Progress
+from vlcore.data.dataset import to_float
+from vlcore.data.pipeline import PairData
+from vlcore.model.encoder import DualEncoder
+from vlcore.model.losses import contrastive_loss, similarity_bce_loss
+from vlcore.model.metrics import recall_from_ranks, retrieval_ranks
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,6 @@ def select_epochs(build, data: PairData, cfg: FullDataConfig, *, features: torch
     """Choose the number of epochs: train ``build()`` (a fresh model) on the training images but a
     held-out share, measure retrieval on that share after every epoch, and return the epoch with
     the best rsum and the curve."""
-    from .metrics import recall_from_ranks, retrieval_ranks
-
     n = data.num_images
     held = cfg.select_images or max(1, n // 10)
     if not 0 < held < n:

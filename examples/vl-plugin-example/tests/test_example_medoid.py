@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vlcore.errors import ConfigError
+from vlcore.core.errors import ConfigError
 from vlcore.testing.contracts import check_selector, selector_context
 
 import vl_plugin_example

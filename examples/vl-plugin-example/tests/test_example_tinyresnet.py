@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vlcore.errors import ConfigError, WeightsError
+from vlcore.core.errors import ConfigError, WeightsError
 from vlcore.testing.contracts import check_image_encoder
 
 from vl_plugin_example.tinyresnet import TinyResNet

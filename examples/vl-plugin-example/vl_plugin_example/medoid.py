@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from vlcore.components import Selection, Selector
-from vlcore.errors import ConfigError
+from vlcore.core.errors import ConfigError
 
 
 def kmeans(x: torch.Tensor, k: int, *, iterations: int = 50, generator: torch.Generator | None = None,

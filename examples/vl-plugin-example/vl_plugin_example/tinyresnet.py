@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vlcore.errors import ConfigError, WeightsError
-from vlcore.model import ImageEncoder
+from vlcore.core.errors import ConfigError, WeightsError
+from vlcore.model.encoder import ImageEncoder
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

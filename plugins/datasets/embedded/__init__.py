@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlcore.config import ranged
-from vlcore.data import Dataset, Split
-from vlcore.errors import ConfigError, DataError
+from vlcore.core.config import ranged
+from vlcore.core.errors import ConfigError, DataError
+from vlcore.data.dataset import Dataset, Split
 
 from .render import render_scene
 from .scenes import GENERATOR_VERSION, make_captions, make_scene
