@@ -217,6 +217,10 @@ def write_tables(log: dict, data: str) -> None:
     todo = [cpu_budget(k) for k, *_ in ROWS if k not in have]
     L += [f"CPU time of the table: {sum(done) / 3600:.2f} CPU-hours measured over {len(done)} rows; "
           f"{sum(todo) / 3600:.2f} CPU-hours planned for the {len(todo)} rows not run yet.", ""]
+    L += ["## Figures", "", "![TR@1 and IR@1 against storage](flickr8k_storage.png)", "",
+          "The periodic dev evaluation of the 100-pair recipe runs that recorded it (rows run before the "
+          "curves were kept show none; the reported numbers are the last sets above, not these):", "",
+          "![dev recall against iteration](flickr8k_dev_curves.png)", ""]
     L += ["## The paper's Table 1 layout (R@1 / R@5 / R@10)", ""]
     cols = CORESETS + DISTILLERS
     for side, keys in (("TR (image -> text)", KEYS[:3]), ("IR (text -> image)", KEYS[3:])):
