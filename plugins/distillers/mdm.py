@@ -219,13 +219,7 @@ class MDM(Distiller):
         real = F.normalize(ctx.train.text.float(), dim=-1)
         nn_idx = (F.normalize(text.float(), dim=-1) @ real.t()).argmax(dim=1).tolist()
         caps = ctx.train.captions or []
-        meta = {"kind": "distilled", "method": self.name, "config": asdict(self.config),
-                "spec": ctx.spec.as_dict(), "dataset": ctx.dataset_info, "seed": ctx.seed,
-                "buffer": {"path": str(Path(ctx.buffer.path).resolve()), "index": ctx.buffer.index.get("expert"),
-                           "experts": ctx.buffer.num_experts, "content": ctx.buffer.content_key()},
-                "iterations_done": state.history["iteration"][-1] if state.history["iteration"] else 0,
-                "source_ids_are": "the real pairs the synthetic set was initialised from",
-                "init": state.info.get("init"), "teacher": state.info.get("teacher"),
+        meta = {**self.meta_record(ctx, state), "teacher": state.info.get("teacher"),
                 "step_sizes": "none learned: vl eval uses the evaluator's default lr, as for a coreset",
                 "history": state.history, "versions": versions()}
         return PairSet(images=L["images"].detach().cpu(), text=text,

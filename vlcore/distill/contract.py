@@ -265,6 +265,17 @@ class Distiller(Component):
         ``meta["warnings"]``.  Default: none."""
         return []
 
+    def meta_record(self, ctx: DistillContext, state: RunState) -> dict[str, Any]:
+        """The opening keys of a distilled set's meta.json, the same for every distiller: what made it
+        (method, config, spec, dataset, seed, buffer), how far it ran and the pairs it started from."""
+        return {"kind": "distilled", "method": self.name, "config": asdict(self.config),
+                "spec": ctx.spec.as_dict(), "dataset": ctx.dataset_info, "seed": ctx.seed,
+                "buffer": {"path": str(Path(ctx.buffer.path).resolve()), "index": ctx.buffer.index.get("expert"),
+                           "experts": ctx.buffer.num_experts, "content": ctx.buffer.content_key()},
+                "iterations_done": state.history["iteration"][-1] if state.history["iteration"] else 0,
+                "source_ids_are": "the real pairs the synthetic set was initialised from",
+                "init": state.info.get("init")}
+
     @abstractmethod
     def snapshot(self, ctx: DistillContext, state: RunState) -> PairSet:
         """The current synthetic set as a pair set (not saved)."""

@@ -439,13 +439,7 @@ class TrajectoryMatching(Distiller):
         L = state.learned
         text = L["text"].detach().cpu()
         ids = state.info.get("ids")
-        meta = {"kind": "distilled", "method": self.name, "config": asdict(self.config),
-                "spec": ctx.spec.as_dict(), "dataset": ctx.dataset_info, "seed": ctx.seed,
-                "buffer": {"path": str(Path(ctx.buffer.path).resolve()), "index": ctx.buffer.index.get("expert"),
-                           "experts": ctx.buffer.num_experts, "content": ctx.buffer.content_key()},
-                "iterations_done": state.history["iteration"][-1] if state.history["iteration"] else 0,
-                "source_ids_are": "the real pairs the synthetic set was initialised from",
-                "init": state.info.get("init"), "starts": state.info.get("start_ranges") or {"sampling": "shared"},
+        meta = {**self.meta_record(ctx, state), "starts": state.info.get("start_ranges") or {"sampling": "shared"},
                 "history": state.history, "versions": versions(),
                 "learning_rates": {**learning_rates(self.config, state),
                                    "chosen": sorted(state.info.get("lr_chosen", {}))}}
