@@ -59,9 +59,15 @@ ROWS = ([(f"full-{s}", "flickr8k-full", {"full.seed": s}, "full training split")
          ("ptm-st-100-shortcut", "flickr8k-ptm-st", {"distilled.phases": "", "distilled.phase-starts": "",
                                                      "distilled.phase-shortcut": "4", "distilled.ema-decay": 0.0},
           "LoRS + shortcut teacher alone"),
-         ("mdm-100-nokernel", "flickr8k-mdm", {"distilled.kernel-weight": 0.0}, "MDM without kernel terms")])
+         ("mdm-100-nokernel", "flickr8k-mdm", {"distilled.kernel-weight": 0.0}, "MDM without kernel terms"),
+         ("lors-100-cl", "flickr8k-lors", {"distilled.channels-last": "true"}, "LoRS, channels-last backbone pass"),
+         ("lors-100-clbf16", "flickr8k-lors", {"distilled.channels-last": "true",
+                                               "distilled.backbone-autocast": "bfloat16"},
+          "LoRS, channels-last + bf16 autocast backbone pass")])
 ABLATIONS = ["repblend-100-noblend", "lors-100-nosim", "lors-100-async", "lors-100-kmeans", "bitraj-100-kmeans",
              "ptm-st-100-shortcut", "mdm-100-nokernel"]
+#: the backbone execution options (issue 20): the same recipe as lors-100 with the option on
+SPEED = {"lors-100-cl": "--channels-last", "lors-100-clbf16": "--channels-last --backbone-autocast bfloat16"}
 #: measured CPU seconds of a 100-pair row on 2 cores (the whole `vl run`); other budgets scale with
 #: the synthetic images a step touches (about linear in the pairs for the distillers' evaluation,
 #: the per-iteration cost is the batch's, so 200 / 500 pairs cost about 1.3x / 2x: measured rows replace these)
@@ -146,6 +152,8 @@ def label(key: str) -> str:
     row = next(r for r in ROWS if r[0] == key)
     if key in ABLATIONS:
         return f"{row[3]} (ablation)"
+    if key in SPEED:
+        return f"{row[3]} (speed option)"
     return f"{row[3]} ({'coreset' if row[3] in CORESETS else 'distilled'})"
 
 
