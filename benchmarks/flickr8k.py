@@ -359,7 +359,9 @@ def main():
         left = sum(cpu_budget(k) for k, *_ in todo[i:])
         print(f"[{i + 1}/{len(todo)}] {key}; planned CPU left ~{left / 60:.0f} min "
               f"(elapsed {(time.time() - t0) / 60:.0f} min)", flush=True)
-        log[key] = run_row(key, recipe, sets, args.data)
+        entry = run_row(key, recipe, sets, args.data)
+        log = json.loads(LOG.read_text()) if LOG.exists() else {}  # rows another table process kept meanwhile
+        log[key] = entry
         tmp = LOG.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(log, indent=1))
         os.replace(tmp, LOG)  # each finished row is kept at once, whatever stops the table later
