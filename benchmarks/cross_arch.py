@@ -12,8 +12,9 @@ set's pixels) and is reported as TR@1 / IR@1 in % of that backbone's own full-da
 with the same flags on the whole training split), so the columns are comparable.
 
 Every cell is one `vl` command, its output folder under runs/f8k-xarch/ and its result in
-runs/f8k-xarch/log.json, written after each cell: the driver resumes after any interruption,
-skipping the cells done with the same command (an interrupted cell is rerun with --overwrite).  The
+benchmarks/cross_arch.json (committed, so a lost runs/ folder loses no cell; with --runs elsewhere,
+RUNS/log.json), written after each cell: the driver resumes after any interruption, skipping the
+cells done with the same command (an interrupted cell is rerun with --overwrite).  The
 table goes to benchmarks/CROSS_ARCH.md and the heat map to benchmarks/cross_arch.png, rewritten
 after every cell.
 
@@ -95,6 +96,8 @@ class Config:
     pairsets: dict[str, str] = field(default_factory=dict)
     make_sets: bool = False
     md: Path = HERE / "CROSS_ARCH.md"
+    #: where the cells' results are kept (None: RUNS/log.json)
+    log: Path | None = None
     png: Path = HERE / "cross_arch.png"
 
 
@@ -125,7 +128,8 @@ def pairset_path(cfg: Config, key: str) -> Path | None:
 
 
 def make_set_command(cfg: Config, key: str) -> list[str]:
-    return [sys.executable, "benchmarks/flickr8k.py", "--only", key, "--exact", "--data", cfg.data]
+    # --rerun: the row may be in the table's results while its set is gone (runs/ is not kept)
+    return [sys.executable, "benchmarks/flickr8k.py", "--only", key, "--exact", "--rerun", "--data", cfg.data]
 
 
 def common_flags(cfg: Config) -> list[str]:
@@ -175,14 +179,19 @@ def run_vl(cmd: list[str], out: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------- the log
+def log_path(cfg: Config) -> Path:
+    return cfg.log or cfg.runs / "log.json"
+
+
 def load_log(cfg: Config) -> dict:
-    p = cfg.runs / "log.json"
+    p = log_path(cfg)
     return json.loads(p.read_text()) if p.exists() else {}
 
 
 def save_log(cfg: Config, log: dict) -> None:
-    cfg.runs.mkdir(parents=True, exist_ok=True)
-    p = cfg.runs / "log.json"
+    p = log_path(cfg)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    log.update({k: v for k, v in load_log(cfg).items() if k not in log})  # cells another process kept meanwhile
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(log, indent=1, sort_keys=True))
     os.replace(tmp, p)
@@ -424,7 +433,7 @@ def what_is_left(cfg: Config, log: dict, me: str) -> list[str]:
             state, e = cell_state(cfg, log, key, b)
             if state == "missing":
                 out.append(f"- {key}: no pair set (`runs/f8k/{key}`); make it with `python benchmarks/flickr8k.py "
-                           f"--only {key} --exact` (or pass --make-sets), or name one with --pairset {key}=PATH")
+                           f"--only {key} --exact --rerun` (or pass --make-sets), or name one with --pairset {key}=PATH")
                 break
             if state == "failed":
                 out.append(f"- {key} with {b} failed: {e['error'][:300]} (`{e['command']}`)")
@@ -456,6 +465,8 @@ def parse(argv=None) -> tuple[Config, bool]:
     ap.add_argument("--make-sets", action="store_true",
                     help="make a row's missing set by running its Flickr8k-table row (benchmarks/flickr8k.py)")
     ap.add_argument("--runs", default=str(RUNS), help="where the cells' outputs and log.json go")
+    ap.add_argument("--log", default=None,
+                    help="the cells' results (default: benchmarks/cross_arch.json; with --runs: RUNS/log.json)")
     ap.add_argument("--md", default=str(HERE / "CROSS_ARCH.md"))
     ap.add_argument("--png", default=str(HERE / "cross_arch.png"))
     ap.add_argument("--plan", action="store_true",
@@ -473,9 +484,11 @@ def parse(argv=None) -> tuple[Config, bool]:
             ap.error(f"--pairset {item}: expected ROW=PATH")
         pairsets[k] = v
     runs = Path(a.runs)
+    log = Path(a.log) if a.log else (HERE / "cross_arch.json" if a.runs == str(RUNS) else None)
     cfg = Config(rows=rows, backbones=backbones, data=a.data, runs=runs if runs.is_absolute() else ROOT / runs,
                  seeds=a.seeds, eval_epochs=a.eval_epochs, full_seeds=a.full_seeds, full_epochs=a.full_epochs,
-                 limit=a.limit, pairsets=pairsets, make_sets=a.make_sets, md=Path(a.md), png=Path(a.png))
+                 limit=a.limit, pairsets=pairsets, make_sets=a.make_sets, md=Path(a.md), png=Path(a.png),
+                 log=log)
     return cfg, a.plan
 
 

@@ -218,6 +218,7 @@ def write_tables(log: dict, data: str) -> None:
                     beats = b["tr_r1"] > c["tr_r1"] and b["ir_r1"] > c["ir_r1"]
                     L.append(f"- {m}: {b['tr_r1']:.1f} / {b['ir_r1']:.1f} = {100 * b['tr_r1'] / full['tr_r1']:.0f}% / "
                              f"{100 * b['ir_r1'] / full['ir_r1']:.0f}%; {'beats' if beats else 'does not beat'} the coreset")
+    L += speed_section(log, have)
     L += ["", "Distillation wall time includes the run's periodic dev evaluations (one quick model every "
           "`eval-every` iterations) and, for some rows, other work on the machine; CPU seconds are the whole "
           "`vl run` (all stages not reused: the first row on a buffer pays for its experts).", ""]
@@ -250,6 +251,48 @@ def write_tables(log: dict, data: str) -> None:
                      f"{e.get('date', '')} | {e.get('machine', '')}{' ' + e['note'] if e.get('note') else ''} |")
     (ROOT / "benchmarks" / "FLICKR8K.md").write_text("\n".join(L) + "\n")
     print(f"wrote {ROOT / 'benchmarks' / 'FLICKR8K.md'}")
+
+
+def speed_section(log: dict, have: dict) -> list[str]:
+    """The backbone execution options against the default: the same LoRS recipe, each option's
+    distillation seconds per iteration and CPU seconds, and whether TR@1 / IR@1 / rsum stay within the
+    default row's seed std (the rule for an option to become a default, issue 20)."""
+    base = have.get("lors-100")
+    if not base or not any(k in have for k in SPEED):
+        return []
+    L = ["", "## Backbone execution options on the table's recipe", "",
+         "The LoRS 100-pair row again with each option of benchmarks/BACKBONE.md on (`--set distilled.OPTION`); "
+         "an option may become a default only if its numbers stay within the default row's seed std "
+         "(the evaluation's, over 3 seeds) and it is faster. s / iteration is the distillation's wall time per "
+         "iteration (periodic dev evaluations included).", "",
+         "| option | TR@1 | IR@1 | rsum | within seed std (TR@1, IR@1) | s / iteration | CPU (s) |",
+         "|---|---|---|---|---|---|---|"]
+
+    def per_it(e):
+        return f"{e['distill_s'] / e['iterations']:.2f}" if e.get("distill_s") and e.get("iterations") else ""
+
+    e0 = log["lors-100"]
+    L.append(f"| default (float32, NCHW) | {cell(base, 'tr_r1')} | {cell(base, 'ir_r1')} | {base['rsum']:.1f} | - | "
+             f"{per_it(e0)} | {e0.get('cpu_s', '')} ({e0.get('machine', '')}) |")
+    for key, flags in SPEED.items():
+        m = have.get(key)
+        if not m:
+            L.append(f"| `{flags}` | not run yet: `python benchmarks/flickr8k.py --only {key} --exact` | | | | | |")
+            continue
+        within = [abs(m[k] - base[k]) <= max(base.get(k + "_std", 0), m.get(k + "_std", 0)) for k in ("tr_r1", "ir_r1")]
+        e = log[key]
+        L.append(f"| `{flags}` | {cell(m, 'tr_r1')} | {cell(m, 'ir_r1')} | {m['rsum']:.1f} | "
+                 f"{', '.join('yes' if w else 'no' for w in within)} | {per_it(e)} | {e.get('cpu_s', '')} "
+                 f"({e.get('machine', '')}) |")
+    # the default row ran at 2 threads; the same recipe's ablations with the default layout ran on one
+    # pinned core, like the option rows: their cost per iteration is the like-for-like reference
+    alike = [(k, log[k]) for k in ("lors-100-async", "lors-100-kmeans") if k in have and "1 torch" in log[k].get("machine", "")]
+    if alike:
+        L += ["", "For the cost on one pinned core with one thread (the option rows' machine), the same recipe's "
+              "rows with the default layout there: " +
+              "; ".join(f"{k} {per_it(e)} s / iteration, {e.get('cpu_s')} CPU-s" for k, e in alike) +
+              " (their options change the starts and the initialisation, not the per-iteration work)."]
+    return L
 
 
 def write_figures(log: dict) -> list[Path]:

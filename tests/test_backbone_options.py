@@ -34,15 +34,15 @@ def pass_of(model, x, cot):
 
 
 # ------------------------------------------------------------------------- the spec
-def test_off_by_default_and_recorded_only_when_on():
+def test_defaults_and_recorded_only_when_not_the_default():
     s = ModelSpec()
-    assert s.channels_last is False and s.backbone_autocast == "none"
-    # records (and the run keys made from them) of specs without the options are unchanged
+    assert s.channels_last is True and s.backbone_autocast == "none"
+    # records (and the run keys made from them) of specs at the defaults are unchanged
     assert not set(ModelSpec.EXECUTION_FIELDS) & set(s.as_dict())
-    on = ModelSpec(channels_last=True, backbone_autocast="bfloat16")
-    d = on.as_dict()
-    assert d["channels_last"] is True and d["backbone_autocast"] == "bfloat16"
-    assert ModelSpec.from_dict(d) == on and ModelSpec.from_dict(s.as_dict()) == s
+    other = ModelSpec(channels_last=False, backbone_autocast="bfloat16")
+    d = other.as_dict()
+    assert d["channels_last"] is False and d["backbone_autocast"] == "bfloat16"
+    assert ModelSpec.from_dict(d) == other and ModelSpec.from_dict(s.as_dict()) == s
 
 
 def test_flags_make_the_spec():
@@ -51,7 +51,9 @@ def test_flags_make_the_spec():
     spec_values = ModelOptions.of
 
     s = ModelOptions(encoder="convnet", image_size=16).spec()
-    assert (s.channels_last, s.backbone_autocast) == (False, "none")
+    assert (s.channels_last, s.backbone_autocast) == (True, "none")
+    off = ModelOptions(encoder="convnet", image_size=16, channels_last=False).spec()
+    assert off.channels_last is False and ModelOptions.of(off)["channels_last"] is False
     on = ModelOptions(encoder="convnet", image_size=16, channels_last=True, backbone_autocast="bfloat16").spec()
     assert (on.channels_last, on.backbone_autocast) == (True, "bfloat16")
     v = spec_values(on)
@@ -70,10 +72,11 @@ def test_unknown_autocast_dtype_refused():
 
 
 # ------------------------------------------------------------------------- the pass
-def test_channels_last_same_numbers_as_default():
+def test_channels_last_the_default_and_the_same_numbers_as_nchw():
     g = torch.Generator().manual_seed(0)
     x, cot = torch.rand(4, 3, 32, 32, generator=g), torch.randn(4, 1280, generator=g)
-    ref, cl = lite0(), lite0(channels_last=True)
+    ref, cl = lite0(channels_last=False), lite0()
+    assert ref.backbone.model.conv_stem.weight.is_contiguous()
     conv = cl.backbone.model.conv_stem.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     f0, g0 = pass_of(ref, x, cot)
@@ -114,7 +117,7 @@ def test_full_backbone_training_uses_the_options():
 
 # ------------------------------------------------------------------------- end to end
 def test_distillation_runs_the_synthetic_images_through_the_options(tmp_path, monkeypatch):
-    """`vl experts/distill --channels-last --backbone-autocast bfloat16`: the distillation's frozen pass over
+    """`vl experts/distill --no-channels-last --backbone-autocast bfloat16`: the distillation's frozen pass over
     the synthetic images (with the pixels' gradient) runs with both; the set, its config.toml and `vl eval`
     record and inherit them."""
     from click.testing import CliRunner
@@ -131,7 +134,7 @@ def test_distillation_runs_the_synthetic_images_through_the_options(tmp_path, mo
 
     monkeypatch.setattr(vm, "run_backbone", spy)
     monkeypatch.setenv("VL_CACHE_DIR", str(tmp_path / "cache"))
-    flags = ["--channels-last", "--backbone-autocast", "bfloat16"]
+    flags = ["--no-channels-last", "--backbone-autocast", "bfloat16"]
     runner = CliRunner()
     res = runner.invoke(cli, ["experts", *TINY, "--encoder", "effnet-lite0", "--image-size", "32", "--trainable",
                               "frozen", "--num-experts", "1", "--epochs", "2", "--batch-size", "16", *flags,
@@ -142,13 +145,13 @@ def test_distillation_runs_the_synthetic_images_through_the_options(tmp_path, mo
                               "--syn-steps", "2", "--expert-epochs", "1", "--max-start-epoch", "1", "--no-eval",
                               "--out", str(tmp_path / "ps")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert (True, "bfloat16", True) in calls  # the synthetic pixels, differentiated, through the options
+    assert (False, "bfloat16", True) in calls  # the synthetic pixels, differentiated, through the options
     meta = json.loads((tmp_path / "ps" / "meta.json").read_text())
-    assert meta["spec"]["channels_last"] is True and meta["spec"]["backbone_autocast"] == "bfloat16"
+    assert meta["spec"]["channels_last"] is False and meta["spec"]["backbone_autocast"] == "bfloat16"
     cfg = (tmp_path / "ps" / "config.toml").read_text()
-    assert "channels-last = true" in cfg and 'backbone-autocast = "bfloat16"' in cfg
+    assert "channels-last = false" in cfg and 'backbone-autocast = "bfloat16"' in cfg
     res = runner.invoke(cli, ["eval", str(tmp_path / "ps"), "--eval-seeds", "1", "--eval-epochs", "1",
-                              "--no-channels-last", "--json"], catch_exceptions=False)
+                              "--channels-last", "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     spec = json.loads((tmp_path / "ps" / "eval-dev" / "details.json").read_text())["spec"]
     assert "channels_last" not in spec and spec["backbone_autocast"] == "bfloat16"

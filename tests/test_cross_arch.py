@@ -193,7 +193,7 @@ def test_driver_resumes_and_writes_table(tmp_path, monkeypatch):
     assert "| random (coreset) | 1000 | 50% / 50% | 25% / 25% |" in md
     assert "| bitraj (distilled) | 100 | no pair set | no pair set |" in md
     assert "- bitraj-100: no pair set (`runs/f8k/bitraj-100`); make it with `python benchmarks/flickr8k.py --only " \
-           "bitraj-100 --exact`" in md
+           "bitraj-100 --exact --rerun`" in md
     assert "failed" not in md and "not run" not in md
     assert "10.0±0.1 / 5.0±0.2" in md
     png = (tmp_path / "x.png").read_bytes()

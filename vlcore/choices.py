@@ -338,8 +338,9 @@ class ModelChoice:
                                                                                                 "fresh": "auto"})
     #: Joint embedding size when there is an image head.
     embed_dim: int | None = ranged(None, 0, shown="256")
-    #: Run the image backbone in channels-last memory format (faster on CPU; benchmarks/BACKBONE.md).
-    channels_last: bool | None = field(default=None, metadata={"shown": "off"})
+    #: Run the image backbone in channels-last memory format (the same numbers up to float noise,
+    #: faster on CPU; benchmarks/BACKBONE.md).
+    channels_last: bool | None = field(default=None, metadata={"shown": "on"})
     #: Run the image backbone's pass in this dtype (features back in float32); changes results:
     #: benchmarks/BACKBONE.md.
     backbone_autocast: Literal["none", "bfloat16"] | None = field(default=None, metadata={"shown": "none"})

@@ -138,8 +138,10 @@ class ModelSpec:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     #: run the image backbone in the channels-last memory format (same numbers up to float noise;
-    #: faster convolutions on CPUs with oneDNN: benchmarks/BACKBONE.md)
-    channels_last: bool = False
+    #: faster convolutions on CPUs with oneDNN: benchmarks/BACKBONE.md).  On by default since the
+    #: Flickr8k table's LoRS row with it stayed within its seed std at 1.7x the distillation speed
+    #: (benchmarks/FLICKR8K.md, "Backbone execution options"); --no-channels-last turns it off
+    channels_last: bool = True
     #: autocast the image backbone's pass (forward and its backward) to this dtype; its features
     #: come back as float32, so heads, losses and the distillation unroll stay float32.  Changes the
     #: pixel gradients well beyond float noise (benchmarks/BACKBONE.md)
