@@ -60,14 +60,18 @@ ROWS = ([(f"full-{s}", "flickr8k-full", {"full.seed": s}, "full training split")
                                                      "distilled.phase-shortcut": "4", "distilled.ema-decay": 0.0},
           "LoRS + shortcut teacher alone"),
          ("mdm-100-nokernel", "flickr8k-mdm", {"distilled.kernel-weight": 0.0}, "MDM without kernel terms"),
+         ("lors-100-nchw", "flickr8k-lors", {"distilled.channels-last": "false"}, "LoRS, NCHW backbone pass"),
          ("lors-100-cl", "flickr8k-lors", {"distilled.channels-last": "true"}, "LoRS, channels-last backbone pass"),
          ("lors-100-clbf16", "flickr8k-lors", {"distilled.channels-last": "true",
                                                "distilled.backbone-autocast": "bfloat16"},
           "LoRS, channels-last + bf16 autocast backbone pass")])
 ABLATIONS = ["repblend-100-noblend", "lors-100-nosim", "lors-100-async", "lors-100-kmeans", "bitraj-100-kmeans",
              "ptm-st-100-shortcut", "mdm-100-nokernel"]
-#: the backbone execution options (issue 20): the same recipe as lors-100 with the option on
-SPEED = {"lors-100-cl": "--channels-last", "lors-100-clbf16": "--channels-last --backbone-autocast bfloat16"}
+#: the backbone execution options (issue 20): the LoRS 100-pair recipe with each; the first is the
+#: reference (NCHW float32, the default until these rows made channels-last the default: its run predates
+#: the override, which is why its recorded command has none)
+SPEED = {"lors-100-nchw": "--no-channels-last", "lors-100-cl": "--channels-last",
+         "lors-100-clbf16": "--channels-last --backbone-autocast bfloat16"}
 #: measured CPU seconds of a 100-pair row on 2 cores (the whole `vl run`); other budgets scale with
 #: the synthetic images a step touches (about linear in the pairs for the distillers' evaluation,
 #: the per-iteration cost is the batch's, so 200 / 500 pairs cost about 1.3x / 2x: measured rows replace these)
@@ -127,6 +131,10 @@ def run_row(key, recipe, sets, data) -> dict:
     meta = ROOT / RUNS / key / "distilled" / "meta.json"
     if meta.exists():
         m = json.loads(meta.read_text())
+        from vlcore.model.encoder import ModelSpec  # local: the table's rows need no vlcore import otherwise
+
+        spec = ModelSpec.from_dict(m["spec"])  # the backbone's layout the run used (rows before this key: NCHW)
+        entry["channels_last"], entry["backbone_autocast"] = spec.channels_last, spec.backbone_autocast
         entry["distill_s"], entry["iterations"] = m.get("seconds"), m.get("iterations_done")
         evals = (m.get("history") or {}).get("eval") or []  # the periodic dev evaluations (one quick model)
         entry["dev_curve"] = [[h["iteration"], round(h["tr_r1"], 2), round(h["ir_r1"], 2)] for h in evals]
@@ -219,6 +227,7 @@ def write_tables(log: dict, data: str) -> None:
                     L.append(f"- {m}: {b['tr_r1']:.1f} / {b['ir_r1']:.1f} = {100 * b['tr_r1'] / full['tr_r1']:.0f}% / "
                              f"{100 * b['ir_r1'] / full['ir_r1']:.0f}%; {'beats' if beats else 'does not beat'} the coreset")
     L += speed_section(log, have)
+    L += before_after(log)
     L += ["", "Distillation wall time includes the run's periodic dev evaluations (one quick model every "
           "`eval-every` iterations) and, for some rows, other work on the machine; CPU seconds are the whole "
           "`vl run` (all stages not reused: the first row on a buffer pays for its experts).", ""]
@@ -257,24 +266,28 @@ def speed_section(log: dict, have: dict) -> list[str]:
     """The backbone execution options against the default: the same LoRS recipe, each option's
     distillation seconds per iteration and CPU seconds, and whether TR@1 / IR@1 / rsum stay within the
     default row's seed std (the rule for an option to become a default, issue 20)."""
-    base = have.get("lors-100")
-    if not base or not any(k in have for k in SPEED):
+    ref = next(iter(SPEED))
+    base = have.get(ref)
+    if not base or not any(k in have for k in SPEED if k != ref):
         return []
     L = ["", "## Backbone execution options on the table's recipe", "",
-         "The LoRS 100-pair row again with each option of benchmarks/BACKBONE.md on (`--set distilled.OPTION`); "
-         "an option may become a default only if its numbers stay within the default row's seed std "
-         "(the evaluation's, over 3 seeds) and it is faster. s / iteration is the distillation's wall time per "
-         "iteration (periodic dev evaluations included).", "",
+         "The LoRS 100-pair recipe with each option of benchmarks/BACKBONE.md (`--set distilled.OPTION`) against "
+         "the NCHW float32 pass (the default when it ran; its command has no override for that reason). An "
+         "option may become a default only if its numbers stay within the reference's seed std (the "
+         "evaluation's, over 3 seeds) and it is faster: channels-last did and is the default since; bf16 "
+         "autocast stays opt-in (its pixel gradients are 0.5 off in relative L2, and its speed depends on the "
+         "processor's bfloat16 support). s / iteration is the distillation's wall time per iteration (periodic "
+         "dev evaluations included).", "",
          "| option | TR@1 | IR@1 | rsum | within seed std (TR@1, IR@1) | s / iteration | CPU (s) |",
          "|---|---|---|---|---|---|---|"]
 
     def per_it(e):
         return f"{e['distill_s'] / e['iterations']:.2f}" if e.get("distill_s") and e.get("iterations") else ""
 
-    e0 = log["lors-100"]
-    L.append(f"| default (float32, NCHW) | {cell(base, 'tr_r1')} | {cell(base, 'ir_r1')} | {base['rsum']:.1f} | - | "
+    e0 = log[ref]
+    L.append(f"| `{SPEED[ref]}` (float32, NCHW) | {cell(base, 'tr_r1')} | {cell(base, 'ir_r1')} | {base['rsum']:.1f} | - | "
              f"{per_it(e0)} | {e0.get('cpu_s', '')} ({e0.get('machine', '')}) |")
-    for key, flags in SPEED.items():
+    for key, flags in list(SPEED.items())[1:]:
         m = have.get(key)
         if not m:
             L.append(f"| `{flags}` | not run yet: `python benchmarks/flickr8k.py --only {key} --exact` | | | | | |")
@@ -292,6 +305,31 @@ def speed_section(log: dict, have: dict) -> list[str]:
               "rows with the default layout there: " +
               "; ".join(f"{k} {per_it(e)} s / iteration, {e.get('cpu_s')} CPU-s" for k, e in alike) +
               " (their options change the starts and the initialisation, not the per-iteration work)."]
+    return L
+
+
+def before_after(log: dict) -> list[str]:
+    """Rows rerun with the channels-last default against their first run (NCHW): CPU seconds and rsum."""
+    pairs = [(k, e["previous"], e) for k, e in log.items() if "metrics" in e and e.get("channels_last")
+             and "previous" in e and not e["previous"].get("channels_last")]
+    if not pairs:
+        return []
+    L = ["", "## The table's CPU time before and after the channels-last default", "",
+         "Rows run again after channels-last became the default, against their first run (NCHW float32). "
+         "The first runs were on 2 threads or one pinned core (the machine column of each); CPU seconds are "
+         "the whole `vl run` (a row that built a shared buffer or the caption cache pays for it).", "",
+         "| row | NCHW: CPU (s) | NCHW: s / iteration | rsum | channels-last: CPU (s) | s / iteration | rsum | "
+         "NCHW machine |", "|---|---|---|---|---|---|---|---|"]
+
+    def per_it(e):
+        return f"{e['distill_s'] / e['iterations']:.2f}" if e.get("distill_s") and e.get("iterations") else "-"
+
+    for k, a, b in sorted(pairs):
+        L.append(f"| {k} | {a.get('cpu_s')} | {per_it(a)} | {a['metrics']['rsum']:.1f} | {b.get('cpu_s')} | "
+                 f"{per_it(b)} | {b['metrics']['rsum']:.1f} | {a.get('machine', '')} |")
+    ca, cb = sum(a.get("cpu_s") or 0 for _, a, _ in pairs), sum(b.get("cpu_s") or 0 for *_, b in pairs)
+    L += ["", f"These {len(pairs)} rows: {ca / 3600:.2f} CPU-hours before, {cb / 3600:.2f} after "
+          f"({ca / cb:.2f}x)." if cb else ""]
     return L
 
 
@@ -404,6 +442,8 @@ def main():
               f"(elapsed {(time.time() - t0) / 60:.0f} min)", flush=True)
         entry = run_row(key, recipe, sets, args.data)
         log = json.loads(LOG.read_text()) if LOG.exists() else {}  # rows another table process kept meanwhile
+        if "metrics" in log.get(key, {}):  # a rerun keeps what it replaces (the before of "before and after")
+            entry["previous"] = {k: v for k, v in log[key].items() if k not in ("previous", "dev_curve")}
         log[key] = entry
         tmp = LOG.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(log, indent=1))

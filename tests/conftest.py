@@ -6,6 +6,18 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flickr8k-dev"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (the README's `-n auto`) the cores belong to the workers: torch, and every `vl`
+    process a test starts (they inherit the environment), run one thread per worker, unless the
+    environment says otherwise; N workers of N threads each on N cores run several times slower."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Tests use their own cache folder (caption embeddings, image tensors, features)."""
