@@ -57,6 +57,16 @@ BACKBONES: dict[str, tuple[str, list[str]]] = {
 }
 
 
+#: what a backbone's column costs, where that decides whether it can run on this machine (measured
+#: 2026-12-02 on the 2-core machine of FLICKR8K.md: ConvNet-3 forward + backward, one torch thread,
+#: 0.09 s per 112-px image with the other core busy)
+COST = {"convnet": "about 0.09 CPU-s per image and epoch (forward + backward at 112 px, one thread): the "
+                   "full-data model is 30,000 pairs x up to 10 epochs x 3 seeds, about 20 CPU-hours, and a "
+                   "cell 100 (or 1,000) pairs x 50 epochs x 3 seeds, about 0.4 (or 4) CPU-hours, so the "
+                   "column is about 30 CPU-hours on this 2-core machine: a GPU's work (`--backbones convnet` "
+                   "on a GPU machine; nothing else changes)"}
+
+
 def default_rows() -> list[str]:
     """Each 100-pair row of the Flickr8k table and its 1000-pair coresets (its methods, as they land)."""
     return ([f"{m}-100" for m in table.DISTILLERS + table.CORESETS] + [f"{m}-1000" for m in table.CORESETS])
@@ -426,7 +436,8 @@ def what_is_left(cfg: Config, log: dict, me: str) -> list[str]:
             if e.get("command") == shown(full_command(cfg, b, s)) and "error" in e:
                 out.append(f"- full-data model of {b} (seed {s}) failed: {e['error'][:300]} (`{e['command']}`)")
         if reference(cfg, log, b) is None or reference(cfg, log, b)["seeds"] < cfg.full_seeds:
-            out.append(f"- full-data model of {b} not complete: `{me} --backbones {b}` (runs its column too)")
+            out.append(f"- full-data model of {b} not complete: `{me} --backbones {b}` (runs its column too)"
+                       + (f"; cost: {COST[b]}" if b in COST else ""))
     for key in cfg.rows:
         todo = []
         for b in cfg.backbones:

@@ -262,6 +262,11 @@ def write_tables(log: dict, data: str) -> None:
     print(f"wrote {ROOT / 'benchmarks' / 'FLICKR8K.md'}")
 
 
+def per_it(e: dict) -> str:
+    """A row's distillation seconds per iteration ("-" for a row with no distillation)."""
+    return f"{e['distill_s'] / e['iterations']:.2f}" if e.get("distill_s") and e.get("iterations") else "-"
+
+
 def speed_section(log: dict, have: dict) -> list[str]:
     """The backbone execution options against the default: the same LoRS recipe, each option's
     distillation seconds per iteration and CPU seconds, and whether TR@1 / IR@1 / rsum stay within the
@@ -281,9 +286,6 @@ def speed_section(log: dict, have: dict) -> list[str]:
          "| option | TR@1 | IR@1 | rsum | within seed std (TR@1, IR@1) | s / iteration | CPU (s) |",
          "|---|---|---|---|---|---|---|"]
 
-    def per_it(e):
-        return f"{e['distill_s'] / e['iterations']:.2f}" if e.get("distill_s") and e.get("iterations") else ""
-
     e0 = log[ref]
     L.append(f"| `{SPEED[ref]}` (float32, NCHW) | {cell(base, 'tr_r1')} | {cell(base, 'ir_r1')} | {base['rsum']:.1f} | - | "
              f"{per_it(e0)} | {e0.get('cpu_s', '')} ({e0.get('machine', '')}) |")
@@ -302,7 +304,7 @@ def speed_section(log: dict, have: dict) -> list[str]:
     alike = [(k, log[k]) for k in ("lors-100-async", "lors-100-kmeans") if k in have and "1 torch" in log[k].get("machine", "")]
     if alike:
         L += ["", "For the cost on one pinned core with one thread (the option rows' machine), the same recipe's "
-              "rows with the default layout there: " +
+              "rows with the NCHW layout there (run before channels-last became the default): " +
               "; ".join(f"{k} {per_it(e)} s / iteration, {e.get('cpu_s')} CPU-s" for k, e in alike) +
               " (their options change the starts and the initialisation, not the per-iteration work)."]
     return L
@@ -320,9 +322,6 @@ def before_after(log: dict) -> list[str]:
          "the whole `vl run` (a row that built a shared buffer or the caption cache pays for it).", "",
          "| row | NCHW: CPU (s) | NCHW: s / iteration | rsum | channels-last: CPU (s) | s / iteration | rsum | "
          "NCHW machine |", "|---|---|---|---|---|---|---|---|"]
-
-    def per_it(e):
-        return f"{e['distill_s'] / e['iterations']:.2f}" if e.get("distill_s") and e.get("iterations") else "-"
 
     for k, a, b in sorted(pairs):
         L.append(f"| {k} | {a.get('cpu_s')} | {per_it(a)} | {a['metrics']['rsum']:.1f} | {b.get('cpu_s')} | "
