@@ -27,16 +27,16 @@ GRID = {
         "lr1000": {"lr-images": 1000.0, "lr-text": 1000.0},
     }),
     "lors": ("flickr8k-lors.toml", "linear", {
-        "lr100-sim10": {},
-        "lr1000-sim10": {"lr-images": 1000.0, "lr-text": 1000.0},
-        "lr100-sim1": {"lr-similarity": 1.0},
+        "recipe": {},
+        "lr1000": {"lr-images": 1000.0, "lr-text": 1000.0},
+        "sim10": {"lr-similarity": 10.0},
     }),
-    "repblend": ("flickr8k-repblend.toml", "mlp", {
-        "lr100-sim10": {},
-        "lr1000-sim10": {"lr-images": 1000.0, "lr-text": 1000.0},
-        "lr100-sim1": {"lr-similarity": 1.0},
-        "lr100-sim0.3": {"lr-similarity": 0.3},
-        "lr100-sim1-beta0.5": {"lr-similarity": 1.0, "blend-beta": 0.5},
+    "repblend": ("flickr8k-repblend.toml", "mlp", {  # its recipe: LoRS's held-out settings
+        "recipe": {},
+        "sim0.3": {"lr-similarity": 0.3},
+        "sim3": {"lr-similarity": 3.0},
+        "beta0.5": {"blend-beta": 0.5},
+        "async": {"start-sampling": "async"},  # AMD's start epochs on RepBlend
     }),
     # the 2026 methods: their recipes (LoRS's held-out settings, MDM's published ones) and one change each
     "amd": ("flickr8k-amd.toml", "linear", {
@@ -106,8 +106,11 @@ def main():
             r = run(method, tag, args.data, args.iterations)
             print(f"  {method} {tag}: TR@1 {r['tr_r1']:.1f} IR@1 {r['ir_r1']:.1f} rsum {r['rsum']:.1f} "
                   f"({r['distill_s']} s distillation)", flush=True)
+            rows = json.loads(log.read_text()) if log.exists() else []  # runs another process kept meanwhile
             rows.append(r)
-            log.write_text(json.dumps(rows, indent=1))
+            tmp = log.with_name(f".{log.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(rows, indent=1))
+            os.replace(tmp, log)
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
     lines = ["## Tuning on held-out training images (not dev, not test)", "",
              f"Produced by `python benchmarks/tune_flickr8k.py` on {machine}, {time.strftime('%Y-%m-%d')}. "
