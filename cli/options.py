@@ -23,6 +23,7 @@ from vlcore.artifacts.io import cache_dir
 from vlcore.choices import DATASET_STATE, DatasetChoice, ModelChoice, parse_kv
 from vlcore.core.config import SEED
 from vlcore.core.errors import ConfigError, VLError
+from vlcore.training import distributed as ranks
 
 from .common import BARS
 from .params import ComponentListOption, Number, choice_options, given, option, was_given
@@ -176,6 +177,9 @@ def handle_errors(f):
                           f"and that the disk has space.", 1) from None
         except KeyboardInterrupt as exc:
             what = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
+            if isinstance(exc, Terminated) and ranks.active():
+                # torchrun stops the other ranks when one fails, often before they see it themselves
+                click.echo(ranks.peer_stopped(), err=True)
             click.echo(f"{what}. Every file written is complete (writes are atomic); a distillation saved its "
                        f"checkpoint and a buffer keeps its finished experts: continue with the same command and "
                        f"--resume (`vl run` and `vl demo`: the same command).", err=True)

@@ -112,10 +112,9 @@ def test_a_failing_rank_fails_the_whole_run_with_its_error(tmp_path):
     res = torchrun(*EXPERTS, "--out", tmp_path / "buf", "--resume", timeout=180)
     assert res.returncode != 0
     text = res.stdout + res.stderr
-    assert "expert_001.safetensors" in text  # the failing rank's own error
-    # rank 1 says "another rank of this run failed" when it sees rank 0's connection close first; on a
-    # loaded machine torchrun may stop it before that (seen with the suite on two workers): either way
-    # it stops, and not with a traceback
+    # the failing rank's own error, and the other rank's word on why it stops: whether it saw rank 0's
+    # connection close or torchrun stopped it first (SIGTERM; the usual order on a loaded machine)
+    assert "expert_001.safetensors" in text and "another rank of this run failed" in text
     assert "]: Traceback" not in text  # no rank dies with a traceback (torchrun's own report follows)
     assert time.time() - t0 < 150
 

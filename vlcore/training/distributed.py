@@ -89,15 +89,20 @@ def init(device: str = "cpu") -> str:
     return device
 
 
+def peer_stopped() -> str:
+    """What a rank says when it stops because another rank of its run failed or was stopped: when a
+    collective sees the peer's connection close, or when torchrun stops it first (SIGTERM)."""
+    return (f"rank {rank()} of {world_size()} stops: another rank of this run failed or was stopped "
+            f"(its own error is printed above; torchrun reports which rank).")
+
+
 def _collective(call, *args, **kw):
     """Run a collective; a peer that died (its error is printed by that rank, and torchrun stops the
     run) ends this rank with a one-line error instead of a backend traceback."""
     try:
         return call(*args, **kw)
     except RuntimeError as exc:  # gloo: "Connection closed by peer"; nccl: DistBackendError (a RuntimeError)
-        raise VLError(f"rank {rank()} of {world_size()} stops: another rank of this run failed or was stopped "
-                      f"(its own error is printed above; torchrun reports which rank). [{str(exc).splitlines()[0][:200]}]"
-                      ) from None
+        raise VLError(f"{peer_stopped()} [{str(exc).splitlines()[0][:200]}]") from None
 
 
 def barrier() -> None:
