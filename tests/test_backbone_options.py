@@ -155,3 +155,23 @@ def test_distillation_runs_the_synthetic_images_through_the_options(tmp_path, mo
     assert res.exit_code == 0, res.output
     spec = json.loads((tmp_path / "ps" / "eval-dev" / "details.json").read_text())["spec"]
     assert "channels_last" not in spec and spec["backbone_autocast"] == "bfloat16"
+
+
+def test_backbone_features_do_not_depend_on_the_backbone_layout():
+    """compute_features runs every backbone in the default layout: the features of a channels-last
+    model's backbone are those of the same backbone built plainly (bitwise: the on-disk feature cache
+    holds one set whichever came first), and the model's weights are channels-last again afterwards."""
+    from vlcore.data.pipeline import build_backbone, compute_features, is_channels_last
+
+    model = lite0(channels_last=True)
+    built = build_backbone(model.spec, None, 0)
+    assert is_channels_last(model.backbone) and not is_channels_last(built)
+    x = torch.rand(3, 3, 32, 32)
+    got = compute_features(model.backbone, x)
+    assert torch.equal(got, compute_features(built, x))
+    assert is_channels_last(model.backbone) and not model.backbone.training  # frozen: eval, as before
+    # the same weights in channels-last do give float-noise different features: the layout matters
+    model.backbone.eval()
+    with torch.no_grad():
+        cl = model.backbone(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(cl, got, atol=1e-4)

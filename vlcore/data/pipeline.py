@@ -151,17 +151,36 @@ def backbone_key(spec: ModelSpec) -> str:
 @torch.no_grad()
 def compute_features(backbone: ImageEncoder, images: torch.Tensor, *, batch_size: int = 128,
                      device: str | torch.device = "cpu", progress: Progress = NULL) -> torch.Tensor:
-    """Backbone features of ``images`` (eval mode, no gradient), on the CPU."""
+    """Backbone features of ``images`` (eval mode, no gradient), on the CPU.
+
+    The pass always runs in the default (contiguous) layout: a backbone whose weights are
+    channels-last (a DualEncoder built with ``channels_last``) is converted for the pass and back
+    afterwards, so the features of a backbone do not depend on how it was obtained (built, or taken
+    from a model), and the on-disk cache holds one set whichever came first."""
     was_training = backbone.training
+    was_channels_last = is_channels_last(backbone)
+    if was_channels_last:
+        backbone.to(memory_format=torch.contiguous_format)
     backbone.eval()
     out = []
-    with progress.task("backbone features", images.shape[0], unit="img") as task:
-        for s in range(0, images.shape[0], batch_size):
-            x = to_float(images[s:s + batch_size]).to(device)
-            out.append(backbone(x).float().cpu())
-            task.update(x.shape[0])
-    backbone.train(was_training)
+    try:
+        with progress.task("backbone features", images.shape[0], unit="img") as task:
+            for s in range(0, images.shape[0], batch_size):
+                x = to_float(images[s:s + batch_size]).to(device)
+                out.append(backbone(x).float().cpu())
+                task.update(x.shape[0])
+    finally:
+        backbone.train(was_training)
+        if was_channels_last:
+            backbone.to(memory_format=torch.channels_last)
     return torch.cat(out) if out else torch.empty(0, backbone.feature_dim)
+
+
+def is_channels_last(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s convolution weights are in the channels-last layout (and not also
+    contiguous, as 1x1 and single-channel kernels are in both)."""
+    return any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+               for p in module.parameters())
 
 
 def features_for(spec: ModelSpec, data: PairData, *, host: PluginHost | None = None, device="cpu",

@@ -223,7 +223,4 @@ def init_features(spec, data, *, buffer=None, expert: int = 0, epoch: int = 0, s
         buffer.check_compatible(spec, int(data.text.shape[1]))
         params = buffer.params(buffer.load(expert), epoch)
         backbone = model_with(buffer, params, host=host, device=device, seed=expert_seed(buffer, expert)).backbone
-        # the layout a built backbone has (a channels-last model's weights are converted): one set of
-        # features whichever way the backbone came, as the cached frozen features are
-        backbone.to(memory_format=torch.contiguous_format)
     return compute_features(backbone.to(device), data.images, device=device, progress=progress).float().cpu()
