@@ -14,7 +14,8 @@ with the same flags on the whole training split), so the columns are comparable.
 Every cell is one `vl` command, its output folder under runs/f8k-xarch/ and its result in
 benchmarks/cross_arch.json (committed, so a lost runs/ folder loses no cell; with --runs elsewhere,
 RUNS/log.json), written after each cell: the driver resumes after any interruption, skipping the
-cells done with the same command (an interrupted cell is rerun with --overwrite).  The
+cells done with the same command on the same set (an interrupted cell is rerun with --overwrite; a
+cell records which run made its set, so rerunning a row of the Flickr8k table makes its cells stale).  The
 table goes to benchmarks/CROSS_ARCH.md and the heat map to benchmarks/cross_arch.png, rewritten
 after every cell.
 
@@ -35,9 +36,10 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# table: the Flickr8k table driver, re-exported (the tests patch its RUNS)
 from cross_arch_cells import (BACKBONES, RUNS, ROOT, CellFailed, Config, default_rows,  # noqa: E402,F401
                               done, eval_command, eval_out, full_command, full_out, load_log, make_set_command,
-                              pairset_path, save_log, shown, table)  # table: the Flickr8k driver (tests patch its RUNS)
+                              pairset_path, save_log, set_id, shown, table)
 from cross_arch_report import write_outputs  # noqa: E402
 
 
@@ -58,13 +60,14 @@ def run_vl(cmd: list[str], out: Path) -> dict:
 
 
 def run_cell(cfg: Config, log: dict, name: str, cmd: list[str], out: Path,
-             runner: Callable[[list[str], Path], dict]) -> None:
-    """Run one cell unless the log has it done with this command; record it either way."""
-    if done(log.get(name), cmd):
+             runner: Callable[[list[str], Path], dict], made_by: str | None = None) -> None:
+    """Run one cell unless the log has it done with this command (on the set ``made_by`` names);
+    record it either way."""
+    if done(log.get(name), cmd, made_by):
         return
     print(f"$ {shown(cmd)}", flush=True)
     t0, c0 = time.time(), os.times()
-    entry: dict = {"command": shown(cmd)}
+    entry: dict = {"command": shown(cmd), **({"set": made_by} if made_by else {})}
     try:
         entry["metrics"] = runner(cmd, out)
     except CellFailed as exc:
@@ -94,7 +97,8 @@ def fill(cfg: Config, runner: Callable[[list[str], Path], dict] = run_vl, *, pla
         if ps is None or plan:
             continue
         for b in cfg.backbones:
-            run_cell(cfg, log, f"{key}/{b}", eval_command(cfg, key, b, ps), eval_out(cfg, key, b), runner)
+            run_cell(cfg, log, f"{key}/{b}", eval_command(cfg, key, b, ps), eval_out(cfg, key, b), runner,
+                     set_id(cfg, key, ps))
             write_outputs(cfg, log)
     write_outputs(cfg, log)
     return log
@@ -148,3 +152,7 @@ def main(argv=None, runner: Callable[[list[str], Path], dict] = run_vl) -> int:
     fill(cfg, runner, plan=plan)
     print(f"wrote {cfg.md}" + (f" and {cfg.png}" if cfg.png.exists() else ""))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,6 +6,7 @@ finished cells (benchmarks/cross_arch.json) with the reference each cell is a sh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -168,8 +169,25 @@ def save_log(cfg: Config, log: dict) -> None:
     os.replace(tmp, p)
 
 
-def done(entry: dict | None, cmd: list[str]) -> bool:
-    return bool(entry) and "metrics" in entry and entry.get("command") == shown(cmd)
+def set_id(cfg: Config, key: str, pairset: Path) -> str:
+    """Which run made the row's pair set: a digest of the Flickr8k table's entry for the row (its
+    command, date, machine and results; a rerun of the row changes it), or for a set named with
+    --pairset (or one the table has no entry for), of its meta.json. A cell evaluated on another set
+    is not done: rerunning a row of the table makes its cross-architecture cells stale."""
+    entry = None
+    if key not in cfg.pairsets and table.LOG.exists():
+        entry = json.loads(table.LOG.read_text()).get(key)
+    if entry:
+        made = json.dumps({k: v for k, v in entry.items() if k != "previous"}, sort_keys=True).encode()
+    else:
+        made = (pairset / "meta.json").read_bytes()
+    return hashlib.sha256(made).hexdigest()[:16]
+
+
+def done(entry: dict | None, cmd: list[str], made_by: str | None = None) -> bool:
+    """The log's entry holds results of this command (on the set ``made_by`` names, for a row's cell)."""
+    return (bool(entry) and "metrics" in entry and entry.get("command") == shown(cmd)
+            and (made_by is None or entry.get("set") == made_by))
 
 
 # ------------------------------------------------------------------------------------- results
@@ -189,9 +207,10 @@ def cell_state(cfg: Config, log: dict, key: str, backbone: str) -> tuple[str, di
         return "missing", None
     cmd = eval_command(cfg, key, backbone, ps)
     e = log.get(f"{key}/{backbone}")
-    if done(e, cmd):
+    sid = set_id(cfg, key, ps)
+    if done(e, cmd, sid):
         return "done", e
-    if e and e.get("command") == shown(cmd) and "error" in e:
+    if e and e.get("command") == shown(cmd) and e.get("set") == sid and "error" in e:
         return "failed", e
     return "todo", None
 

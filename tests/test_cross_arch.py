@@ -237,3 +237,44 @@ def test_driver_plan_runs_nothing(tmp_path, monkeypatch):
     assert "- full-data model of convnet not complete: `python benchmarks/cross_arch.py --backbones convnet`" in md
     assert mod.default_rows()[:3] == ["bitraj-100", "lors-100", "repblend-100"]
     assert "random-1000" in mod.default_rows() and "random-200" not in mod.default_rows()
+
+
+def test_a_remade_set_makes_its_cells_stale(tmp_path, monkeypatch):
+    """A cell records which run made its set: a set remade (its meta.json, or the Flickr8k table's
+    entry for the row) is evaluated again, the other rows' cells are kept."""
+    mod = driver()
+    runs = tmp_path / "f8k-runs"
+    monkeypatch.setattr(mod.table, "RUNS", runs)
+    (runs / "bitraj-100" / "distilled").mkdir(parents=True)
+    (runs / "bitraj-100" / "distilled" / "meta.json").write_text("{}")
+    table_log = tmp_path / "flickr8k.json"
+    table_log.write_text(json.dumps({"bitraj-100": {"command": "vl run ...", "date": "2026-12-01", "rsum": 1.0}}))
+    monkeypatch.setattr(mod.table, "LOG", table_log)
+    args = fake_args(tmp_path)
+    mod.main(args, runner=FakeRunner(mod))
+    log = json.loads((tmp_path / "runs" / "log.json").read_text())
+    assert log["bitraj-100/convnet"]["set"] and log["bitraj-100/convnet"]["set"] != log["lors-100/convnet"]["set"]
+
+    (tmp_path / "sets" / "lors-100" / "meta.json").write_text('{"remade": true}')  # a --pairset set remade
+    again = FakeRunner(mod)
+    mod.main(args, runner=again)
+    assert sorted(c[2] for c in again.calls) == [str(tmp_path / "sets" / "lors-100")] * 2
+
+    # the table's row rerun (a new entry; the one it replaced kept under "previous"): its cells rerun
+    old = json.loads(table_log.read_text())["bitraj-100"]
+    table_log.write_text(json.dumps({"bitraj-100": {"command": "vl run ...", "date": "2026-12-02", "rsum": 2.0,
+                                                    "previous": old}}))
+    rerun = FakeRunner(mod)
+    mod.main(args, runner=rerun)
+    assert len(rerun.calls) == 2 and all(c[2] == str(runs / "bitraj-100" / "distilled") for c in rerun.calls)
+    assert "| bitraj (distilled) | 100 | 50% / 50% | 25% / 25% |" in (tmp_path / "CROSS.md").read_text()
+    quiet = FakeRunner(mod)  # and then nothing is stale
+    mod.main(args, runner=quiet)
+    assert quiet.calls == []
+
+
+def test_the_driver_runs_as_a_script():
+    import subprocess
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cross_arch.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--backbones" in proc.stdout
