@@ -31,12 +31,15 @@ GRID = {
         "lr1000": {"lr-images": 1000.0, "lr-text": 1000.0},
         "sim10": {"lr-similarity": 10.0},
     }),
-    "repblend": ("flickr8k-repblend.toml", "mlp", {  # its recipe: LoRS's held-out settings
-        "recipe": {},
+    # RepBlend's recipe was LoRS's held-out settings with shared starts until these runs; it has AMD's
+    # async starts now (the winner), so the runs made on shared starts name them
+    "repblend": ("flickr8k-repblend.toml", "mlp", {
+        "shared": {"start-sampling": "shared"},
+        "async": {"start-sampling": "async"},  # AMD's start epochs on RepBlend: the recipe now
+        "sim3-shared": {"lr-similarity": 3.0, "start-sampling": "shared"},
         "sim0.3": {"lr-similarity": 0.3},
         "sim3": {"lr-similarity": 3.0},
         "beta0.5": {"blend-beta": 0.5},
-        "async": {"start-sampling": "async"},  # AMD's start epochs on RepBlend
     }),
     # the 2026 methods: their recipes (LoRS's held-out settings, MDM's published ones) and one change each
     "amd": ("flickr8k-amd.toml", "linear", {
