@@ -60,14 +60,15 @@ def run_vl(cmd: list[str], out: Path) -> dict:
 
 
 def run_cell(cfg: Config, log: dict, name: str, cmd: list[str], out: Path,
-             runner: Callable[[list[str], Path], dict], made_by: str | None = None) -> None:
-    """Run one cell unless the log has it done with this command (on the set ``made_by`` names);
-    record it either way."""
-    if done(log.get(name), cmd, made_by):
+             runner: Callable[[list[str], Path], dict], record: dict | None = None) -> None:
+    """Run one cell unless the log has it done with this command (on the set ``record["set"]``
+    names); record it either way, with ``record`` (the set's digest and its pairs)."""
+    record = record or {}
+    if done(log.get(name), cmd, record.get("set")):
         return
     print(f"$ {shown(cmd)}", flush=True)
     t0, c0 = time.time(), os.times()
-    entry: dict = {"command": shown(cmd), **({"set": made_by} if made_by else {})}
+    entry: dict = {"command": shown(cmd), **record}
     try:
         entry["metrics"] = runner(cmd, out)
     except CellFailed as exc:
@@ -97,8 +98,9 @@ def fill(cfg: Config, runner: Callable[[list[str], Path], dict] = run_vl, *, pla
         if ps is None or plan:
             continue
         for b in cfg.backbones:
-            run_cell(cfg, log, f"{key}/{b}", eval_command(cfg, key, b, ps), eval_out(cfg, key, b), runner,
-                     set_id(cfg, key, ps))
+            pairs = json.loads((ps / "meta.json").read_text()).get("num_pairs")
+            record = {"set": set_id(cfg, key, ps), "pairs": pairs}
+            run_cell(cfg, log, f"{key}/{b}", eval_command(cfg, key, b, ps), eval_out(cfg, key, b), runner, record)
             write_outputs(cfg, log)
     write_outputs(cfg, log)
     return log

@@ -54,12 +54,14 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def row_label(key: str, pairset: Path | None = None) -> tuple[str, str]:
-    """(label, pairs) of a row key such as ``lors-100`` (the pairs its set holds, when it is there)."""
+def row_label(key: str, pairset: Path | None = None, log: dict | None = None) -> tuple[str, str]:
+    """(label, pairs) of a row key such as ``lors-100``: the pairs its set holds, read from the set
+    when it is there, else from a cell of the log that recorded them, else the key's budget."""
     method, _, n = key.rpartition("-")
+    kept = [e["pairs"] for k, e in (log or {}).items() if k.startswith(f"{key}/") and e.get("pairs")]
     try:
-        n = str(json.loads((pairset / "meta.json").read_text())["num_pairs"]) if pairset else n
-    except (OSError, ValueError, KeyError, TypeError):
+        n = str(json.loads((pairset / "meta.json").read_text())["num_pairs"]) if pairset else str(kept[-1])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         pass
     kind = "distilled" if method in table.DISTILLERS else "coreset" if method in table.CORESETS else "set"
     return f"{method} ({kind})", n
@@ -169,19 +171,26 @@ def save_log(cfg: Config, log: dict) -> None:
     os.replace(tmp, p)
 
 
-def set_id(cfg: Config, key: str, pairset: Path) -> str:
+def set_id(cfg: Config, key: str, pairset: Path | None) -> str | None:
     """Which run made the row's pair set: a digest of the Flickr8k table's entry for the row (its
     command, date, machine and results; a rerun of the row changes it), or for a set named with
-    --pairset (or one the table has no entry for), of its meta.json. A cell evaluated on another set
-    is not done: rerunning a row of the table makes its cross-architecture cells stale."""
+    --pairset (or one the table has no entry for), of its meta.json (None: no such set). A cell
+    evaluated on another set is not done: rerunning a row of the table makes its cells stale."""
     entry = None
     if key not in cfg.pairsets and table.LOG.exists():
         entry = json.loads(table.LOG.read_text()).get(key)
     if entry:
         made = json.dumps({k: v for k, v in entry.items() if k != "previous"}, sort_keys=True).encode()
-    else:
+    elif pairset is not None:
         made = (pairset / "meta.json").read_bytes()
+    else:
+        return None
     return hashlib.sha256(made).hexdigest()[:16]
+
+
+def table_pairsets(key: str) -> list[Path]:
+    """Where the Flickr8k table puts the row's set (its distiller's or its coreset's stage)."""
+    return [ROOT / table.RUNS / key / stage for stage in ("distilled", "coreset")]
 
 
 def done(entry: dict | None, cmd: list[str], made_by: str | None = None) -> bool:
@@ -201,13 +210,19 @@ def reference(cfg: Config, log: dict, backbone: str) -> dict | None:
 
 
 def cell_state(cfg: Config, log: dict, key: str, backbone: str) -> tuple[str, dict | None]:
-    """("done", entry) / ("failed", entry) / ("missing", None: no pair set) / ("todo", None)."""
+    """("done", entry) / ("failed", entry) / ("missing", None: no pair set) / ("todo", None).
+
+    A cell done on the set that the table's current entry for the row made stays done when that set
+    is gone (runs/ is not kept, the committed log is): its result does not need the set again."""
     ps = pairset_path(cfg, key)
-    if ps is None:
-        return "missing", None
-    cmd = eval_command(cfg, key, backbone, ps)
     e = log.get(f"{key}/{backbone}")
     sid = set_id(cfg, key, ps)
+    if ps is None:
+        if key not in cfg.pairsets and sid is not None and any(
+                done(e, eval_command(cfg, key, backbone, p), sid) for p in table_pairsets(key)):
+            return "done", e
+        return "missing", None
+    cmd = eval_command(cfg, key, backbone, ps)
     if done(e, cmd, sid):
         return "done", e
     if e and e.get("command") == shown(cmd) and e.get("set") == sid and "error" in e:

@@ -43,7 +43,7 @@ def heat_map(cfg: Config, log: dict) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [f"{row_label(k)[0]}, {row_label(k)[1]} pairs" for k in cfg.rows]
+    labels = [", ".join(row_label(k, pairset_path(cfg, k), log)) + " pairs" for k in cfg.rows]
     fig, axes = plt.subplots(1, 2, figsize=(4.5 + 2.2 * len(cfg.backbones), 2.2 + 0.45 * len(cfg.rows)),
                              squeeze=False, layout="constrained")
     for ax, (k, name) in zip(axes[0], (("tr_r1", "TR@1"), ("ir_r1", "IR@1"))):
@@ -131,12 +131,12 @@ def write_table(cfg: Config, log: dict) -> Path:
     L += ["## TR@1 / IR@1 as % of each backbone's full-data model", "", head, rule,
           "| full-data model (TR@1 / IR@1, the 100%) | all | " + " | ".join(ref_cell(b) for b in cfg.backbones) + " |"]
     for key in cfg.rows:
-        label, n = row_label(key, pairset_path(cfg, key))
+        label, n = row_label(key, pairset_path(cfg, key), log)
         L.append(f"| {label} | {n} | " + " | ".join(rel_cell(key, b) for b in cfg.backbones) + " |")
     L += what_is_left(cfg, log, me)
     L += ["", "## TR@1 / IR@1 (percent, mean±std over the evaluation seeds)", "", head, rule]
     for key in cfg.rows:
-        label, n = row_label(key, pairset_path(cfg, key))
+        label, n = row_label(key, pairset_path(cfg, key), log)
         L.append(f"| {label} | {n} | " + " | ".join(abs_cell(key, b) for b in cfg.backbones) + " |")
     if cfg.png.exists():
         L += ["", f"Heat map: [{cfg.png.name}]({cfg.png.name})."]

@@ -246,7 +246,7 @@ def test_a_remade_set_makes_its_cells_stale(tmp_path, monkeypatch):
     runs = tmp_path / "f8k-runs"
     monkeypatch.setattr(mod.table, "RUNS", runs)
     (runs / "bitraj-100" / "distilled").mkdir(parents=True)
-    (runs / "bitraj-100" / "distilled" / "meta.json").write_text("{}")
+    (runs / "bitraj-100" / "distilled" / "meta.json").write_text('{"num_pairs": 97}')
     table_log = tmp_path / "flickr8k.json"
     table_log.write_text(json.dumps({"bitraj-100": {"command": "vl run ...", "date": "2026-12-01", "rsum": 1.0}}))
     monkeypatch.setattr(mod.table, "LOG", table_log)
@@ -267,10 +267,21 @@ def test_a_remade_set_makes_its_cells_stale(tmp_path, monkeypatch):
     rerun = FakeRunner(mod)
     mod.main(args, runner=rerun)
     assert len(rerun.calls) == 2 and all(c[2] == str(runs / "bitraj-100" / "distilled") for c in rerun.calls)
-    assert "| bitraj (distilled) | 100 | 50% / 50% | 25% / 25% |" in (tmp_path / "CROSS.md").read_text()
+    assert "| bitraj (distilled) | 97 | 50% / 50% | 25% / 25% |" in (tmp_path / "CROSS.md").read_text()
     quiet = FakeRunner(mod)  # and then nothing is stale
     mod.main(args, runner=quiet)
     assert quiet.calls == []
+
+    # runs/ lost (it is not kept; the log is): the row's cells stay done on the table's current entry,
+    # with the pairs its set held; rerunning the row would make them stale again
+    (runs / "bitraj-100" / "distilled" / "meta.json").unlink()
+    gone = FakeRunner(mod)
+    mod.main(args, runner=gone)
+    md = (tmp_path / "CROSS.md").read_text()
+    assert gone.calls == [] and "| bitraj (distilled) | 97 | 50% / 50% | 25% / 25% |" in md
+    table_log.write_text(json.dumps({"bitraj-100": {"command": "vl run ...", "date": "2026-12-03", "rsum": 3.0}}))
+    mod.main(args + ["--plan"], runner=gone)
+    assert "| bitraj (distilled) | 97 | no pair set | no pair set |" in (tmp_path / "CROSS.md").read_text()
 
 
 def test_the_driver_runs_as_a_script():
