@@ -127,6 +127,11 @@ def run_row(key, recipe, sets, data) -> dict:
              "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     metrics = ROOT / RUNS / key / "full" / "metrics.json"  # a train stage: its metrics file (no eval stage)
     entry["metrics"] = json.loads(metrics.read_text()) if metrics.exists() else json.loads(proc.stdout)
+    for stage in ("distilled", "coreset"):  # what the set stores (`vl run --json` prints the recalls only)
+        made = ROOT / RUNS / key / stage / "meta.json"
+        if made.exists():
+            st = json.loads(made.read_text())["storage"]
+            entry["metrics"]["storage"] = {"pairs": st["pairs"], "floats": st["floats"]}
     meta = ROOT / RUNS / key / "distilled" / "meta.json"
     if meta.exists():
         m = json.loads(meta.read_text())
