@@ -53,6 +53,7 @@ GRID = {
         "phased": {"phases": "50,49", "phase-starts": "0-0,1-1", "phase-shortcut": "4,4"},
         "one-phase": {"phases": "", "phase-starts": "", "phase-shortcut": "4"},
         "ema0.9": {"ema-decay": 0.9},
+        "kmeans": {"init": "kmeans"},  # AMD's and MDM's initial pairs on the one-phase recipe
     }),
     "mdm": ("flickr8k-mdm.toml", "linear", {
         "recipe": {},
