@@ -97,9 +97,9 @@ def fill(cfg: Config, runner: Callable[[list[str], Path], dict] = run_vl, *, pla
             ps = pairset_path(cfg, key)
         if ps is None or plan:
             continue
+        pairs = json.loads((ps / "meta.json").read_text()).get("num_pairs")
+        record = {"set": set_id(cfg, key, ps), "pairs": pairs}
         for b in cfg.backbones:
-            pairs = json.loads((ps / "meta.json").read_text()).get("num_pairs")
-            record = {"set": set_id(cfg, key, ps), "pairs": pairs}
             run_cell(cfg, log, f"{key}/{b}", eval_command(cfg, key, b, ps), eval_out(cfg, key, b), runner, record)
             write_outputs(cfg, log)
     write_outputs(cfg, log)

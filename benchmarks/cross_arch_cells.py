@@ -110,11 +110,7 @@ def pairset_path(cfg: Config, key: str) -> Path | None:
         p = Path(cfg.pairsets[key])
         p = p if p.is_absolute() else ROOT / p
         return p if (p / "meta.json").exists() else None
-    for stage in ("distilled", "coreset"):
-        p = ROOT / table.RUNS / key / stage
-        if (p / "meta.json").exists():
-            return p
-    return None
+    return next((p for p in table_pairsets(key) if (p / "meta.json").exists()), None)
 
 
 def make_set_command(cfg: Config, key: str) -> list[str]:
@@ -171,16 +167,31 @@ def save_log(cfg: Config, log: dict) -> None:
     os.replace(tmp, p)
 
 
+#: the fields of a Flickr8k-table entry that the run which made its set wrote (later annotations of the
+#: entry, such as a storage count added afterwards, do not change which set it names)
+RUN_FIELDS = ("command", "date", "machine", "wall_s", "cpu_s")
+_TABLE_LOG: dict = {}  # the Flickr8k table's log as last read: {"stamp": (path, mtime, size), "log": {...}}
+
+
+def table_entry(key: str) -> dict | None:
+    """The Flickr8k table's entry for the row, read again only when its file changed."""
+    if not table.LOG.exists():
+        return None
+    st = table.LOG.stat()
+    stamp = (str(table.LOG), st.st_mtime_ns, st.st_size)
+    if _TABLE_LOG.get("stamp") != stamp:
+        _TABLE_LOG.update(stamp=stamp, log=json.loads(table.LOG.read_text()))
+    return _TABLE_LOG["log"].get(key)
+
+
 def set_id(cfg: Config, key: str, pairset: Path | None) -> str | None:
-    """Which run made the row's pair set: a digest of the Flickr8k table's entry for the row (its
-    command, date, machine and results; a rerun of the row changes it), or for a set named with
-    --pairset (or one the table has no entry for), of its meta.json (None: no such set). A cell
-    evaluated on another set is not done: rerunning a row of the table makes its cells stale."""
-    entry = None
-    if key not in cfg.pairsets and table.LOG.exists():
-        entry = json.loads(table.LOG.read_text()).get(key)
+    """Which run made the row's pair set: a digest of the run's fields of the Flickr8k table's entry
+    for the row (RUN_FIELDS: a rerun of the row changes them), or for a set named with --pairset (or
+    one the table has no entry for), of its meta.json (None: no such set). A cell evaluated on
+    another set is not done: rerunning a row of the table makes its cells stale."""
+    entry = table_entry(key) if key not in cfg.pairsets else None
     if entry:
-        made = json.dumps({k: v for k, v in entry.items() if k != "previous"}, sort_keys=True).encode()
+        made = json.dumps({k: entry.get(k) for k in RUN_FIELDS}, sort_keys=True).encode()
     elif pairset is not None:
         made = (pairset / "meta.json").read_bytes()
     else:
