@@ -127,14 +127,15 @@ def run_row(key, recipe, sets, data) -> dict:
              "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     metrics = ROOT / RUNS / key / "full" / "metrics.json"  # a train stage: its metrics file (no eval stage)
     entry["metrics"] = json.loads(metrics.read_text()) if metrics.exists() else json.loads(proc.stdout)
-    for stage in ("distilled", "coreset"):  # what the set stores (`vl run --json` prints the recalls only)
+    for stage in ("distilled", "coreset"):
         made = ROOT / RUNS / key / stage / "meta.json"
-        if made.exists():
-            st = json.loads(made.read_text())["storage"]
-            entry["metrics"]["storage"] = {"pairs": st["pairs"], "floats": st["floats"]}
-    meta = ROOT / RUNS / key / "distilled" / "meta.json"
-    if meta.exists():
-        m = json.loads(meta.read_text())
+        if not made.exists():
+            continue
+        m = json.loads(made.read_text())
+        st = m["storage"]  # what the set stores (`vl run --json` prints the recalls only)
+        entry["metrics"]["storage"] = {"pairs": st["pairs"], "floats": st["floats"]}
+        if stage != "distilled":
+            continue
         from vlcore.model.encoder import ModelSpec  # local: the table's rows need no vlcore import otherwise
 
         spec = ModelSpec.from_dict(m["spec"])  # the backbone's layout the run used (rows before this key: NCHW)

@@ -3,7 +3,6 @@ real ImageNet weights, a set made with Lite0 evaluates with another backbone, an
 benchmarks/cross_arch.py resumes and writes its table (on a fake configuration: no model trained)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark_scripts import load_benchmark
 from flickr8k_photos import DOG_PHOTOS, IMAGENET_DOGS, photo
 from vlcore.core.config import build_config
 
@@ -128,11 +128,7 @@ def test_vl_eval_with_another_backbone(tmp_path):
 
 # ------------------------------------------------------------------------- the table driver
 def driver():
-    spec = importlib.util.spec_from_file_location("cross_arch", ROOT / "benchmarks" / "cross_arch.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["cross_arch"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("cross_arch")
 
 
 class FakeRunner:

@@ -2,21 +2,14 @@
 the row's `vl run` is replaced by a stand-in that leaves what a finished run leaves)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 def table():
-    spec = importlib.util.spec_from_file_location("flickr8k_table", ROOT / "benchmarks" / "flickr8k.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["flickr8k_table"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("flickr8k", "flickr8k_table")
 
 
 def test_a_row_records_the_storage_its_set_holds(tmp_path, monkeypatch):
