@@ -211,8 +211,8 @@ def main(argv=None) -> int:
         f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}. `uptime` before: "
         f"`{uptime_before}`; after: `{uptime_after}`. The machine is shared (2 cores, other engineers' tests), "
         f"so wall times carry that load; CPU seconds are less affected by it.",
-        f"- issue 20's first measurement (idle machine): channels-last 1.77x (rel. error 1.5e-3), bf16 autocast "
-        f"1.97x (rel. error 0.37), both 2.08x; default 1.76 s per pass.",
+        "- issue 20's first measurement (idle machine): channels-last 1.77x (rel. error 1.5e-3), bf16 autocast "
+        "1.97x (rel. error 0.37), both 2.08x; default 1.76 s per pass.",
         "",
         "Every timed pass (s):",
         "",

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import time
@@ -206,7 +205,7 @@ def write_tables(log: dict, data: str) -> None:
                 f" | {m['rsum']:.1f} | {ds or ''} | {sit} | {e.get('cpu_s', '')} |")
 
     if full:
-        L.append(f"| full training split (3 seeds) | 30,000 | - | " + " | ".join(cell(full, k) for k in KEYS) +
+        L.append("| full training split (3 seeds) | 30,000 | - | " + " | ".join(cell(full, k) for k in KEYS) +
                  f" | {full['rsum']:.1f} |  |  | {log['full-0'].get('cpu_s', '')} |")
     for m in DISTILLERS:
         for n in (100, 200, 500):

@@ -239,7 +239,6 @@ def main():
             store.write_text(json.dumps(saved, indent=1))
         return saved["rows"][key]
 
-    t_all = time.time()
     for label in labels:
         for backend in BACKENDS:
             mem: dict[int, float] = {}

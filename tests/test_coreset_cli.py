@@ -53,7 +53,7 @@ def test_coreset_embedded(tmp_path, method):
     out = tmp_path / method
     epochs = [] if method == "random" else ["--epochs", 2]  # random trains nothing: no such option
     res = vl("coreset", "--method", method, *TINY, "--budget", 12, *epochs, "--seed", 3, "--out", out)
-    assert f"selected 12 pairs (12 images)" in res.output
+    assert "selected 12 pairs (12 images)" in res.output
     ps = check_artifact(out, method, 12, 3, image_size=16)
     # the text is the real caption embedding: the same caption gives the same vector again
     again = tmp_path / f"{method}-again"

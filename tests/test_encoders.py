@@ -2,7 +2,6 @@
 differentiability, text embeddings."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 

@@ -1,5 +1,4 @@
 """Retrieval recall against a brute-force reference (ties, several captions per image)."""
-import itertools
 
 import pytest
 import torch

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from vlcore.core.errors import ConfigError
 from vlcore.data.pairset import PairSet
 from vlcore.data.pipeline import build_model
-from vlcore.plugins.distillers.ptm_st import EMA, PTMST
+from vlcore.plugins.distillers.ptm_st import PTMST
 from vlcore.plugins.evaluators import train_phased
 from vlcore.testing import contracts as C
 from vlcore.testing.data import TINY_SPEC, tiny_pairs

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 import pytest
 import torch
-from safetensors import safe_open
 
 from vlcore import hookimpl
 from vlcore.artifacts.checkpoint import read_state
