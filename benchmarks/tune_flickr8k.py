@@ -47,16 +47,18 @@ GRID = {
         "squared": {"unsquared": "false"},
         "last-above": {"start-reading": "last-above", "max-start-epoch": 3},
     }),
-    # the recipe was two phases (as published) with an EMA decay of 0.99 until these runs; it is one phase
-    # with decay 0.9 now (the winners), so every variant names its settings in full
+    # the recipe was two phases (as published) with an EMA decay of 0.99 and random real initial pairs until
+    # these runs; it is one phase, decay 0.9, k-means init now (the winners), so every variant names its
+    # settings in full
     "ptm-st": ("flickr8k-ptm-st.toml", "linear", {
-        "phased": {"phases": "50,49", "phase-starts": "0-0,1-1", "phase-shortcut": "4,4", "ema-decay": 0.99},
-        "one-phase": {"phases": "", "phase-starts": "", "phase-shortcut": "4", "ema-decay": 0.99},
-        "ema0.9": {"ema-decay": 0.9},  # the recipe now
-        "ema0.8": {"ema-decay": 0.8},
+        "phased": {"phases": "50,49", "phase-starts": "0-0,1-1", "phase-shortcut": "4,4", "ema-decay": 0.99,
+                   "init": "real"},
+        "one-phase": {"phases": "", "phase-starts": "", "phase-shortcut": "4", "ema-decay": 0.99, "init": "real"},
+        "ema0.9": {"ema-decay": 0.9, "init": "real"},
+        "ema0.8": {"ema-decay": 0.8, "init": "real"},
         # AMD's and MDM's initial pairs on the one-phase recipe
         "kmeans": {"init": "kmeans", "ema-decay": 0.99},
-        "ema0.9-kmeans": {"init": "kmeans", "ema-decay": 0.9},
+        "ema0.9-kmeans": {"init": "kmeans", "ema-decay": 0.9},  # the recipe now
     }),
     "mdm": ("flickr8k-mdm.toml", "linear", {
         "recipe": {},
