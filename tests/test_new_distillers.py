@@ -207,6 +207,32 @@ def test_resume_after_an_interrupt_is_bitwise_exact(tiny, tmp_path, cls, options
     assert resumed.meta["iterations_done"] == 5
 
 
+def test_a_resumed_run_records_the_seconds_of_every_process_that_worked_on_it(tiny, tmp_path, monkeypatch):
+    """meta.json's ``seconds`` (the table's distillation time) is the whole run's: a run stopped after
+    two iterations and resumed later adds the second process's seconds to the first's."""
+    import types
+
+    import vlcore.distill.recipe as recipe_mod
+
+    clock = types.SimpleNamespace(t=1000.0)
+    monkeypatch.setattr(recipe_mod, "time", types.SimpleNamespace(time=lambda: clock.t))
+
+    class Timed(MDM):  # each iteration takes 10 s of the test's clock
+        def step(self, ctx, state):
+            clock.t += 10.0
+            return super().step(ctx, state)
+
+    options = {**SMALL_MDM, "iterations": 5, "checkpoint_every": 1}
+    with pytest.raises(KeyboardInterrupt):
+        distill(tiny, interrupted(Timed, 3)(MDM.Config(**options)), tmp_path / "b")  # 2 iterations: 20 s
+    clock.t = 50_000.0  # later, another process
+    resumed = distill(tiny, Timed(MDM.Config(**options)), tmp_path / "b", resume=True)  # 3 more: 30 s
+    assert resumed.meta["iterations_done"] == 5
+    assert resumed.meta["seconds"] == pytest.approx(50.0)
+    whole = distill(tiny, Timed(MDM.Config(**options)), tmp_path / "a")
+    assert whole.meta["seconds"] == pytest.approx(50.0)
+
+
 # ------------------------------------------------------------------------------ through `vl run`
 def recipe_text(name: str, extra: dict) -> str:
     distilled = {"run": "distill", "buffer": "@buffer", "distiller": name, "pairs": 4, "iterations": 2, "no-eval": True}
