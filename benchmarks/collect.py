@@ -123,7 +123,7 @@ def in_short(log: dict) -> str:
         if "metrics" in fast and fast.get("distill_s") and b.get("distill_s"):
             share = fast["distill_s"] / b["distill_s"]
             met = share <= 0.2 and fast["metrics"]["rsum"] >= have["lors-100"]["rsum"]
-            L.append(f"  - At 30 iterations (the holdout's choice for that budget) MDM distils in {fast['distill_s']} s, "
+            L.append(f"  - At 30 iterations (lr 1, the holdout's best there) MDM distils in {fast['distill_s']} s, "
                      f"{100 * share:.0f}% of LoRS's, for rsum {fast['metrics']['rsum']:.1f}: the aim is "
                      + ("**met**." if met else "**not met** on Flickr8k: with a frozen backbone both methods pay "
                         "mostly for the backbone's pass over the synthetic images (once an iteration: MDM's batch of "
