@@ -64,6 +64,10 @@ class RunState:
     #: as the recipe's own typed object (:class:`vlcore.distill.matching.MatchingRun`); the distiller instance
     #: holds no run state
     runtime: Any = None
+    #: ``time.time()`` when this process took the run over, less the seconds of the processes before it
+    #: (``info["seconds"]`` of the checkpoint it resumed), so ``time.time() - started`` is the run's
+    #: distillation time so far; set by the loop, not checkpointed (the checkpoint keeps the seconds)
+    started: float | None = None
 
     def add_learned(self, name: str, tensor: torch.Tensor, optimizer: str, lr: float, momentum: float) -> torch.Tensor:
         """Register a learned tensor with its own SGD optimiser group ``optimizer``."""

@@ -83,25 +83,14 @@ def _run(recipe, ctx) -> PairSet:
     return ps
 
 
-#: when each running state's distillation started, less the seconds of the runs it resumed (id(state) -> time)
-_STARTED: dict[int, float] = {}
-
-
 def _seconds(state: RunState) -> float:
     """The run's distillation seconds so far, every process that worked on it included (a resumed run
     adds its own to the checkpoint's)."""
-    return round(time.time() - _STARTED[id(state)], 1) if id(state) in _STARTED else 0.0
+    return round(time.time() - state.started, 1)
 
 
 def _loop(recipe, ctx, state: RunState, path: Path, loggers) -> PairSet:
-    _STARTED[id(state)] = time.time() - float(state.info.get("seconds") or 0.0)
-    try:
-        return _loop_timed(recipe, ctx, state, path, loggers)
-    finally:
-        _STARTED.pop(id(state), None)
-
-
-def _loop_timed(recipe, ctx, state: RunState, path: Path, loggers) -> PairSet:
+    state.started = time.time() - float(state.info.get("seconds") or 0.0)
     c, out = recipe.config, Path(ctx.out)
     desc = f"{recipe.name} {c.pairs} pairs"
     task = ctx.progress.task(desc, c.iterations, unit="it", initial=state.iteration)
@@ -135,7 +124,7 @@ def _loop_timed(recipe, ctx, state: RunState, path: Path, loggers) -> PairSet:
 
 
 def _checkpoint(recipe, ctx, state: RunState, path: Path) -> None:
-    if id(state) in _STARTED:
+    if state.started is not None:
         state.info["seconds"] = _seconds(state)  # so that a resumed run's time counts this one's
     if distributed.is_main():
         recipe.save_checkpoint(ctx, state, path)
