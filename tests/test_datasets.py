@@ -388,3 +388,31 @@ def test_holdout_is_carved_out_of_train_deterministically():
         host.create("dataset", "embedded", opts).split("holdout")
     with pytest.raises(DataError, match="between 1 and 19"):
         host.create("dataset", "embedded", {**opts, "holdout": 20}).split("train")
+
+
+def test_fingerprint_follows_content_not_file_times(host, tmp_path):
+    """A data folder copied to a new machine (same path, new modification times) keeps its fingerprint,
+    so its caches and buffers still match and its interrupted runs resume; new content changes it."""
+    import os
+
+    from vlcore.choices import other_data
+
+    root = make_flickr8k(tmp_path / "f8k")
+
+    def split():
+        return host.create("dataset", "flickr8k", {"root": str(root)}).split("train")
+
+    before = split().fingerprint
+    later = time.time() + 3600
+    for name in ("Flickr8k.token.txt", "Flickr_8k.trainImages.txt", "Flickr_8k.devImages.txt"):
+        os.utime(root / name, (later, later))  # what a copy without preserved times does
+    assert split().fingerprint == before
+    tokens = root / "Flickr8k.token.txt"
+    tokens.write_text(tokens.read_text().replace("caption 0 of image 0 .", "caption 0 of image zero ."))
+    changed = split().fingerprint
+    assert changed != before
+    # a buffer made from the first content warns on the second, saying what differs and what to do
+    rec = {"name": "flickr8k", "pairs": 15, "root": str(root)}
+    msg = other_data({**rec, "fingerprint": "a" * 20}, {**rec, "fingerprint": "b" * 20})
+    assert "fingerprint aaaa" in msg and "fingerprint bbbb" in msg and "vl experts" in msg
+    assert other_data({**rec, "fingerprint": "a" * 20}, {**rec, "fingerprint": "a" * 20}) is None

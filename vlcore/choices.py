@@ -252,8 +252,14 @@ def other_data(src: dict, info: dict) -> str | None:
     """The warning for an artifact (a buffer) made from other training data than the run's (its
     dataset record ``src``; the run's ``info``), or None."""
     if src.get("fingerprint") and src.get("fingerprint") != info["fingerprint"]:
-        return (f"warning: the buffer was trained on other data ({src.get('name')}, {src.get('pairs')} pairs) "
-                f"than the training split used now ({info['name']}, {info['pairs']} pairs).")
+        def about(d):
+            return f"{d.get('name')}, {d.get('pairs')} pairs, {d.get('root') or 'no folder'}, fingerprint {d.get('fingerprint')}"
+        same = all(src.get(k) == info.get(k) for k in ("name", "pairs", "root"))
+        why = (" The dataset, its size and folder are the same: its caption or split files differ from when "
+               "the buffer was made (edited or replaced); if that is intended, rebuild the buffer with `vl experts`."
+               if same else "")
+        return (f"warning: the buffer was trained on other data ({about(src)}) than the training split used "
+                f"now ({about(info)}).{why}")
     return None
 
 

@@ -3,6 +3,7 @@ image-file checks and the picklable image loader.  Problems raise :class:`vlcore
 naming the file and the fix."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -29,8 +30,37 @@ class FolderConfig:
 
 
 # ============================================================================ shared file helpers
+#: (path, size, mtime) -> digest of the file's bytes, so that a process hashes each file once
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def stamp(path: str) -> str:
-    """``path`` with its size and modification time: changes whenever the file does."""
+    """``path`` with its size and a digest of its bytes: changes whenever the file's content does,
+    and not when a copy of the same file gets new modification times (a data folder copied to a new
+    machine or restored from a backup keeps its fingerprint, so its caches and buffers still match and
+    its interrupted runs still resume).  For the small text files a dataset is described by (captions,
+    split lists); the images are read by path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{os.path.abspath(path)}(missing)"
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return f"{key[0]}(unreadable)"
+        _DIGESTS[key] = h.hexdigest()[:20]
+    return f"{key[0]}({st.st_size}b,sha256:{_DIGESTS[key]})"
+
+
+def time_stamp(path: str) -> str:
+    """``path`` with its size and modification time, for a data source too large to hash on every
+    run (a local Hugging Face dataset, images included): changes whenever the file does, and also when
+    an identical copy gets new times."""
     try:
         st = os.stat(path)
     except OSError:

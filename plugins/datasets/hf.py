@@ -12,7 +12,7 @@ from vlcore.artifacts.io import cache_dir, fingerprint
 from vlcore.core.errors import DataError
 from vlcore.data.dataset import Dataset, Split
 
-from ._files import stamp
+from ._files import time_stamp
 from ._table import SPLIT_NAMES, TableConfig, assign, check_columns, group
 from .layout import files_named, parquet_files
 from vlcore.artifacts.hub import hub_offline, hub_reachable, import_datasets
@@ -175,7 +175,7 @@ class HFDataset(Dataset):
             groups = {only: images}
         else:
             groups = assign(images, cfg, self.name, use_column)
-        content = fingerprint(source, getattr(ds, "_fingerprint", None), stamp(str(source[1])) if source[0] != "hub"
+        content = fingerprint(source, getattr(ds, "_fingerprint", None), time_stamp(str(source[1])) if source[0] != "hub"
                                    else None, cfg.image_column, cfg.caption_column, cfg.id_column)
         out = {}
         for split, members in groups.items():
