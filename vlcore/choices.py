@@ -256,7 +256,9 @@ def other_data(src: dict, info: dict) -> str | None:
             return f"{d.get('name')}, {d.get('pairs')} pairs, {d.get('root') or 'no folder'}, fingerprint {d.get('fingerprint')}"
         same = all(src.get(k) == info.get(k) for k in ("name", "pairs", "root"))
         why = (" The dataset, its size and folder are the same: its caption or split files differ from when "
-               "the buffer was made (edited or replaced); if that is intended, rebuild the buffer with `vl experts`."
+               "the buffer was made (edited or replaced; rebuild the buffer with `vl experts` if so), or the "
+               "buffer predates content fingerprints (vlcore until 2026-12-03 counted the files' modification "
+               "times, so a copied folder differed; its experts still fit files whose content is unchanged)."
                if same else "")
         return (f"warning: the buffer was trained on other data ({about(src)}) than the training split used "
                 f"now ({about(info)}).{why}")
