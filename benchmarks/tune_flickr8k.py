@@ -30,6 +30,9 @@ GRID = {
         "recipe": {},
         "lr1000": {"lr-images": 1000.0, "lr-text": 1000.0},
         "sim10": {"lr-similarity": 10.0},
+        # PTM-ST's longer unrolls (its holdout gains from 8 to 24 steps, 2026-12-04), on LoRS
+        "syn12": {"syn-steps": 12},
+        "syn24": {"syn-steps": 24},
     }),
     # RepBlend's recipe was LoRS's held-out settings with shared starts until these runs; it has AMD's
     # async starts now (the winner), so the runs made on shared starts name them
@@ -47,18 +50,40 @@ GRID = {
         "squared": {"unsquared": "false"},
         "last-above": {"start-reading": "last-above", "max-start-epoch": 3},
     }),
-    # the recipe was two phases (as published) with an EMA decay of 0.99 and random real initial pairs until
-    # these runs; it is one phase, decay 0.9, k-means init now (the winners), so every variant names its
-    # settings in full
+    # the recipe was two phases (as published) with an EMA decay of 0.99, random real initial pairs and
+    # LoRS's 8 student steps until these runs; it is one phase, decay 0.9, k-means init and 32 steps now
+    # (the winners), so every variant names its settings in full
     "ptm-st": ("flickr8k-ptm-st.toml", "linear", {
         "phased": {"phases": "50,49", "phase-starts": "0-0,1-1", "phase-shortcut": "4,4", "ema-decay": 0.99,
-                   "init": "real"},
-        "one-phase": {"phases": "", "phase-starts": "", "phase-shortcut": "4", "ema-decay": 0.99, "init": "real"},
-        "ema0.9": {"ema-decay": 0.9, "init": "real"},
-        "ema0.8": {"ema-decay": 0.8, "init": "real"},
+                   "init": "real", "syn-steps": 8},
+        "one-phase": {"phases": "", "phase-starts": "", "phase-shortcut": "4", "ema-decay": 0.99, "init": "real",
+                      "syn-steps": 8},
+        "ema0.9": {"ema-decay": 0.9, "init": "real", "syn-steps": 8},
+        "ema0.8": {"ema-decay": 0.8, "init": "real", "syn-steps": 8},
         # AMD's and MDM's initial pairs on the one-phase recipe
-        "kmeans": {"init": "kmeans", "ema-decay": 0.99},
-        "ema0.9-kmeans": {"init": "kmeans", "ema-decay": 0.9},  # the recipe now
+        "kmeans": {"init": "kmeans", "ema-decay": 0.99, "syn-steps": 8},
+        "ema0.9-kmeans": {"init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},  # the recipe with LoRS's 8 steps
+        # on that (decay 0.9, k-means init, 8 steps): the shortcut's K, the start range, the step sizes, the
+        # unroll's length (syn32: the recipe now)
+        "K3": {"phase-shortcut": "3", "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
+        "K2": {"phase-shortcut": "2", "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
+        "start3": {"max-start-epoch": 3, "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
+        "txt300": {"lr-text": 300.0, "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
+        "syn12": {"syn-steps": 12, "init": "kmeans", "ema-decay": 0.9},
+        "syn16": {"syn-steps": 16, "init": "kmeans", "ema-decay": 0.9},
+        "syn24": {"syn-steps": 24, "init": "kmeans", "ema-decay": 0.9},
+        "syn32": {"syn-steps": 32, "init": "kmeans", "ema-decay": 0.9},  # the recipe now
+        "syn48": {"syn-steps": 48, "init": "kmeans", "ema-decay": 0.9},
+        "syn32-seed1": {"syn-steps": 32, "init": "kmeans", "ema-decay": 0.9, "seed": 1},  # the seeds' spread
+        "exp2": {"expert-epochs": 2, "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
+        "img300": {"lr-images": 300.0, "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
+        "alpha1": {"alpha": 1.0, "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
+        # the shortcut's K over longer experts (K 2 < 3 < 4 on the 4-epoch buffer): a buffer of the same
+        # 10 experts trained 8 epochs (the "buffer." keys set its stage; it is kept as its own folder)
+        "ep8-K8": {"buffer.train-epochs": 8, "phase-shortcut": "8", "init": "kmeans", "ema-decay": 0.9,
+                   "syn-steps": 8},
+        "ep8-K6": {"buffer.train-epochs": 8, "phase-shortcut": "6", "init": "kmeans", "ema-decay": 0.9,
+                   "syn-steps": 8},
     }),
     "mdm": ("flickr8k-mdm.toml", "linear", {
         "recipe": {},
@@ -72,19 +97,38 @@ GRID = {
         "lr30": {"lr-images": 30.0, "lr-text": 30.0},
         "lr100": {"lr-images": 100.0, "lr-text": 100.0},
         "lr30-kernel0": {"lr-images": 30.0, "lr-text": 30.0, "kernel-weight": 0.0},
+        # on the recipe (lr 1): the kernel terms' weight (0.8) and bandwidth (0.5), the synthetic batch, the merge
+        "kw2": {"kernel-weight": 2.0},
+        "kw0.3": {"kernel-weight": 0.3},
+        "sigma0.25": {"kernel-sigma": 0.25},
+        "sigma1": {"kernel-sigma": 1.0},
+        "bs32": {"batch-syn": 32},
+        "merge1": {"merge-a": 1.0},
     }),
 }
 
 
-def run(method: str, tag: str, data: str, iterations: int) -> dict:
+def command(method: str, tag: str, data: str, iterations: int) -> tuple[list[str], Path]:
+    """The `vl run` command of one variant, and its output folder."""
     recipe, head, variants = GRID[method]
     out = RUNS / f"{method}-{tag}-{iterations}"
-    sets = {"common.dataset-option": f'["holdout={HOLDOUT}"]', "buffer.out": str(RUNS / f"buffer-{head}"),
+    over = variants[tag]
+    # a variant's "buffer.KEY" settings change the experts stage: its buffer is a folder of its own
+    stage = {k.split(".", 1)[1]: v for k, v in over.items() if k.startswith("buffer.")}
+    buffer = RUNS / "-".join([f"buffer-{head}", *(f"{k}{v}" for k, v in sorted(stage.items()))])
+    sets = {"common.dataset-option": f'["holdout={HOLDOUT}"]', "buffer.out": str(buffer),
+            **{f"buffer.{k}": str(v) for k, v in stage.items()},
             "distilled.iterations": str(iterations), "distilled.no-eval": "true",
-            **{f"distilled.{k}": str(v) for k, v in variants[tag].items()}}
+            **{f"distilled.{k}": str(v) for k, v in over.items() if not k.startswith("buffer.")}}
     cmd = ["vl", "run", f"recipes/{recipe}", "--data", data, "--eval-split", "holdout", "--out", str(out), "--json"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
+    return cmd, out
+
+
+def run(method: str, tag: str, data: str, iterations: int) -> dict:
+    cmd, out = command(method, tag, data, iterations)
+    variants = GRID[method][2]
     print("$ " + shlex.join(cmd), flush=True)
     t0, c0 = time.time(), os.times()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
