@@ -75,6 +75,9 @@ GRID = {
         "syn32": {"syn-steps": 32, "init": "kmeans", "ema-decay": 0.9},  # the recipe now
         "syn48": {"syn-steps": 48, "init": "kmeans", "ema-decay": 0.9},
         "syn32-seed1": {"syn-steps": 32, "init": "kmeans", "ema-decay": 0.9, "seed": 1},  # the seeds' spread
+        # which part of PTM-ST makes the long unroll pay (LoRS's did not): without the EMA / the shortcut
+        "syn32-noema": {"syn-steps": 32, "init": "kmeans", "ema-decay": 0.0},
+        "syn32-noshortcut": {"syn-steps": 32, "init": "kmeans", "ema-decay": 0.9, "phase-shortcut": ""},
         "exp2": {"expert-epochs": 2, "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
         "img300": {"lr-images": 300.0, "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},
         "alpha1": {"alpha": 1.0, "init": "kmeans", "ema-decay": 0.9, "syn-steps": 8},

@@ -34,4 +34,14 @@ def test_the_mdm_time_aim_needs_the_rsum_within_a_fifth_of_the_time():
     assert "30% of LoRS's" in slow_good and "**not met**" in slow_good
     assert "17% of LoRS's" in fast_weak and "**not met**" in fast_weak
     assert "**met**" in fast_good and "not met" not in fast_good
-    assert "At 30 iterations" not in summary(log())  # no row, no verdict
+    assert "iterations (lr 1" not in summary(log()) and "time aim" not in summary(log())  # no row, no verdict
+
+
+def test_the_mdm_time_aim_is_judged_per_budget_against_lors_at_that_budget():
+    rows = {"lors-200": entry(8.0, 5.0, 108.0, distill_s=580.0), "mdm-100-30it": entry(6.0, 5.0, 105.0, distill_s=40.0),
+            "mdm-200-50it": entry(8.0, 6.0, 115.0, distill_s=90.0),  # 16% of LoRS's time at 200, rsum above
+            "mdm-500-40it": entry(9.0, 7.0, 125.0, distill_s=90.0)}  # no lors-500 row: no verdict at 500
+    text = summary(log(**rows))
+    assert "At 200 pairs and 50 iterations" in text and "16% of LoRS's 580.0 s at 200 pairs" in text
+    assert "At 500 pairs" not in text
+    assert "met at 200 pairs and **not met** at 100 pairs" in text
