@@ -114,7 +114,8 @@ def in_short(log: dict) -> str:
              f"{rsum('ptm-st-100-shortcut')}, PTM-ST in two phases as published {rsum('ptm-st-100-phased')} (one "
              f"phase, its recipe since the holdout runs: {rsum('ptm-st-100')}; the recipe at LoRS's 8 student steps "
              f"instead of its 32: {rsum('ptm-st-100-syn8')}; the recipe from distillation seed 1: "
-             f"{rsum('ptm-st-100-seed1')}{seed1_r1(have)}); MDM without its kernel terms {rsum('mdm-100-nokernel')} (MDM "
+             f"{rsum('ptm-st-100-seed1')}{seed1_r1(have)}); MDM without its kernel terms "
+             f"{rsum('mdm-100-nokernel')} (MDM "
              f"{rsum('mdm-100')}); LoRS without its similarity matrix {rsum('lors-100-nosim')}; RepBlend without "
              f"blending {rsum('repblend-100-noblend')} (RepBlend {rsum('repblend-100')}). A part whose row is "
              "within the seeds' spread of the method without it does not help on Flickr8k at 100 pairs.")
@@ -148,13 +149,14 @@ def in_short(log: dict) -> str:
                 L.append("  - The time aim is " + (f"met at {', '.join(map(str, yes))} pairs and " if yes else "")
                          + f"**not met** at {', '.join(map(str, no))} pairs: with a frozen backbone both methods pay "
                          "mostly for the backbone's pass over the synthetic images (once an iteration: MDM's batch of "
-                         "64, the up to 99 images LoRS's 8 student steps of 20 use at 100 pairs), not for LoRS's unroll "
-                         "of the small heads, which is what MDM saves; at larger budgets LoRS's steps touch more "
+                         "64, the up to 99 images LoRS's 8 student steps of 20 use at 100 pairs), not for LoRS's "
+                         "unroll of the small heads, which is what MDM saves; at larger budgets LoRS's steps touch more "
                          "images and MDM's batch does not grow.")
             weaker = [n for n in yes if log[f"lors-{n}"]["metrics"]["rsum"] < have["lors-100"]["rsum"]]
             if weaker:
                 L.append(f"  - LoRS's own rsum at {', '.join(map(str, weaker))} pairs is below its 100-pair row (its "
-                         "recipe was tuned at 100 pairs): part of MDM's lead there is LoRS's weakness at those budgets.")
+                         "recipe was tuned at 100 pairs): part of MDM's lead there is LoRS's weakness at those "
+                         "budgets.")
     if "lors-100-cl" in log and log["lors-100-cl"].get("distill_s"):
         L.append("- The backbone's pass in channels-last kept LoRS's numbers within their seed std and distils "
                  "about 1.7x faster on one core: it is the default (FLICKR8K.md, \"Backbone execution options\").")

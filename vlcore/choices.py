@@ -253,7 +253,8 @@ def other_data(src: dict, info: dict) -> str | None:
     dataset record ``src``; the run's ``info``), or None."""
     if src.get("fingerprint") and src.get("fingerprint") != info["fingerprint"]:
         def about(d):
-            return f"{d.get('name')}, {d.get('pairs')} pairs, {d.get('root') or 'no folder'}, fingerprint {d.get('fingerprint')}"
+            return (f"{d.get('name')}, {d.get('pairs')} pairs, {d.get('root') or 'no folder'}, "
+                    f"fingerprint {d.get('fingerprint')}")
         same = all(src.get(k) == info.get(k) for k in ("name", "pairs", "root"))
         why = (" The dataset, its size and folder are the same: its caption or split files differ from when "
                "the buffer was made (edited or replaced; rebuild the buffer with `vl experts` if so), or the "

@@ -175,8 +175,9 @@ class HFDataset(Dataset):
             groups = {only: images}
         else:
             groups = assign(images, cfg, self.name, use_column)
-        content = fingerprint(source, getattr(ds, "_fingerprint", None), time_stamp(str(source[1])) if source[0] != "hub"
-                                   else None, cfg.image_column, cfg.caption_column, cfg.id_column)
+        local = time_stamp(str(source[1])) if source[0] != "hub" else None
+        content = fingerprint(source, getattr(ds, "_fingerprint", None), local, cfg.image_column, cfg.caption_column,
+                              cfg.id_column)
         out = {}
         for split, members in groups.items():
             rows = [im.rows[0] for im in members]
