@@ -91,11 +91,16 @@ BUDGET_100 = {"bitraj": 506, "lors": 627, "repblend": 612, "amd": 650, "ptm-st":
               "random": 13, "herding": 13, "kcenter": 13, "forgetting": 78, "full": 160}
 
 
-def cpu_budget(key: str) -> int:
-    """The CPU seconds a row is planned to take (its measured value once it ran)."""
+def method_and_pairs(key: str) -> tuple[str, int]:
+    """A row key's method and pairs: ``mdm-200-50it`` -> ("mdm", 200); a key without them: 100."""
     m = next(m for m in sorted(BUDGET_100, key=len, reverse=True) if key.startswith(m))
     parts = key[len(m) + 1:].split("-")
-    n = int(parts[0]) if parts and parts[0].isdigit() else 100
+    return m, int(parts[0]) if parts and parts[0].isdigit() else 100
+
+
+def cpu_budget(key: str) -> int:
+    """The CPU seconds a row is planned to take (its measured value once it ran)."""
+    m, n = method_and_pairs(key)
     scale = {100: 1.0, 200: 1.3, 500: 2.0, 1000: 3.5}.get(n, 1.0)
     return int(BUDGET_100[m] * scale)
 
@@ -230,8 +235,7 @@ def write_tables(log: dict, data: str) -> None:
         for n in (100, 200, 500, 1000):
             L.append(line(f"{m}-{n}", label(f"{m}-{n}"), n))
     for key in ABLATIONS:
-        n = int(key.split("-")[-2]) if key.split("-")[-2].isdigit() else 100  # mdm-200-50it: 200 pairs
-        L.append(line(key, label(key), n))
+        L.append(line(key, label(key), method_and_pairs(key)[1]))
     if full:
         L += ["", f"Full-data model: TR@1 {full['tr_r1']:.1f} / IR@1 {full['ir_r1']:.1f}."]
         cores = [m for m in CORESETS if f"{m}-1000" in have]
